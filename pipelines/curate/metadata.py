@@ -1,0 +1,214 @@
+"""Curate, stage 1: LAION parquet -> filtered, URL-deduplicated URL shards for download.
+
+Three passes, each resumable: filter every input range (parallel), find duplicate URLs across
+the whole input (grouped by URL hash), then write each range's final shard and its rejects.
+Ranges are fixed by the input files and `rows_per_shard`, so a rerun cuts the same shards.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.build_folder import StageFolder
+from pipelines.curate.config import CurateConfig
+from pipelines.engine import Engine
+from pipelines.global_dedup import bucket_of, dups_for_part, run_exact
+from pipelines.partitioned import run_parts
+from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects
+from transforms.keys import key_for
+from transforms.laion_columns import MissingColumnsError, normalise
+from transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
+from transforms.step import Step, StepChain, StepStats, reject, stats_to_json
+from transforms.url_safety import normalise_url
+
+STAGE = "metadata"
+OUTPUT_COLUMNS = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark",
+                  "license", "sample_id", "source"]
+
+
+def input_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files.extend(sorted(p.rglob("*.parquet")) if p.is_dir() else [p])
+    return files
+
+
+def plan(cfg: CurateConfig) -> list[dict[str, Any]]:
+    """Row ranges of rows_per_shard over the inputs, in input order, with global ordinals."""
+    parts: list[dict[str, Any]] = []
+    ord_offset = 0
+    size = cfg.metadata.rows_per_shard
+    for f in input_files(cfg.metadata.input):
+        try:
+            n = pq.ParquetFile(f).metadata.num_rows
+        except Exception as err:  # noqa: BLE001 - an unreadable file is a reject, not a crash
+            parts.append({"part": f"{len(parts):06d}", "file": str(f), "start": 0, "stop": 0, "ord": ord_offset,
+                          "error": f"{type(err).__name__}: {err}"[:300]})
+            ord_offset += 1
+            continue
+        for start in range(0, max(n, 1), size):
+            stop = min(n, start + size)
+            parts.append({"part": f"{len(parts):06d}", "file": str(f), "start": start, "stop": stop,
+                          "ord": ord_offset + start})
+        ord_offset += n
+    return parts
+
+
+def build_chain(cfg: CurateConfig) -> StepChain:
+    m = cfg.metadata
+    steps: list[Step] = [UrlSafety(cfg.url_policy.policy()), CaptionLength(m.caption_min_chars, m.caption_max_chars)]
+    if m.min_short_edge is not None:
+        steps.append(MinShortEdge(m.min_short_edge, m.reject_missing_size))
+    if m.max_aspect_ratio is not None:
+        steps.append(MaxAspectRatio(m.max_aspect_ratio))
+    if m.max_punsafe is not None:
+        steps.append(ScoreThreshold("punsafe", max_value=m.max_punsafe))
+    if m.max_pwatermark is not None:
+        steps.append(ScoreThreshold("pwatermark", max_value=m.max_pwatermark))
+    if m.min_similarity is not None:
+        steps.append(ScoreThreshold("similarity", min_value=m.min_similarity))
+    return StepChain(steps)
+
+
+def _read_range(part: dict[str, Any]) -> pa.Table:
+    pf = pq.ParquetFile(part["file"])
+    start, stop = part["start"], part["stop"]
+    groups, first_row, row = [], None, 0
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if row + n > start and row < stop:
+            groups.append(i)
+            first_row = row if first_row is None else first_row
+        row += n
+    if not groups:
+        return pf.schema_arrow.empty_table()
+    t = pf.read_row_groups(groups)
+    return t.slice(start - first_row, stop - start)
+
+
+def _with_identity(t: pa.Table, part: dict[str, Any]) -> pa.Table:
+    n = t.num_rows
+    sources = [f"{Path(part['file']).name}#{part['start'] + i}" for i in range(n)]
+    norms: list[str | None] = []
+    keys: list[str] = []
+    for url, src in zip(t.column("url").to_pylist(), sources):
+        try:
+            norm = normalise_url(url) if url else None
+        except ValueError:
+            norm = None
+        norms.append(norm)
+        keys.append(key_for(norm if norm is not None else f"src:{src}"))
+    return t.append_column("key", pa.array(keys, pa.string())) \
+        .append_column("ord", pa.array(range(part["ord"], part["ord"] + n), pa.int64())) \
+        .append_column("source", pa.array(sources, pa.string())) \
+        .append_column("url_norm", pa.array(norms, pa.string()))
+
+
+def _unreadable(part: dict[str, Any], reason: str, detail: str, n: int) -> pa.Table:
+    rows = [{"key": key_for(f"src:{Path(part['file']).name}#{part['start'] + i}"), "step": "read", "reason": reason,
+             "detail": detail} for i in range(max(n, 1))]
+    return make_rejects(rows, STAGE)
+
+
+def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+    """Pass 1 for one range: read, normalise columns, filter. All rows are kept in the work file
+    with their reject marks; the URL dedup pass and the final write need both."""
+    work = folder.work / "filtered"
+    t0 = time.perf_counter()
+    if "error" in part:
+        rej = _unreadable(part, "unreadable_parquet", part["error"], 1)
+        return {"part": part["part"], "rows_in": rej.num_rows, "rejected": rej.num_rows,
+                "rejects_file": _write_work_rejects(folder, part, rej), "stats": {}}
+    raw = _read_range(part)
+    try:
+        t = normalise(raw)
+    except MissingColumnsError as err:
+        rej = _unreadable(part, "missing_columns", str(err)[:300], raw.num_rows)
+        return {"part": part["part"], "rows_in": rej.num_rows, "rejected": rej.num_rows,
+                "rejects_file": _write_work_rejects(folder, part, rej), "stats": {}}
+    t = _with_identity(t, part)
+    kept, rejected, stats = build_chain(cfg)(t)
+    # keep every row in the work file: reject marks travel with it
+    everything = pa.concat_tables([kept.append_column("_reject_step", pa.nulls(kept.num_rows, pa.string()))
+                                  .append_column("_reject_reason", pa.nulls(kept.num_rows, pa.string()))
+                                  .append_column("_reject_detail", pa.nulls(kept.num_rows, pa.string())),
+                                   rejected], promote_options="permissive")
+    everything = everything.append_column("part", pa.array([part["part"]] * everything.num_rows, pa.string()))
+    everything = everything.append_column("bucket", bucket_of(everything.column("url_norm").to_pylist(),
+                                                              cfg.metadata.dedup_buckets))
+    write_parquet(work / f"part-{part['part']}.parquet", everything.sort_by("ord"))
+    # the URL dedup pass only looks at rows that survived the filters
+    urls = everything.filter(pc.is_null(everything.column("_reject_reason"))).select(
+        ["ord", "key", "part", "url_norm", "bucket"])
+    write_parquet(folder.work / "urls" / f"part-{part['part']}.parquet", urls)
+    return {"part": part["part"], "rows_in": t.num_rows, "rejected": rejected.num_rows, "stats": stats_to_json(stats),
+            "seconds": time.perf_counter() - t0}
+
+
+def _write_work_rejects(folder: StageFolder, part: dict[str, Any], rej: pa.Table) -> str:
+    path = folder.work / "unreadable" / f"part-{part['part']}.parquet"
+    write_parquet(path, rej)
+    return str(path)
+
+
+def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: dict[str, Any],
+                dups_dir: Path) -> dict[str, Any]:
+    """Pass 3 for one range: apply the URL dedup decisions and write the shard and rejects."""
+    name = shard_name(int(part["part"]), "parquet")
+    if "rejects_file" in pass1:  # the whole range was unreadable
+        rej = pq.read_table(pass1["rejects_file"])
+        rel = write_rejects(folder.dir, Path(name).stem, rej)
+        stats = {"read": StepStats(rows_in=rej.num_rows, rows_out=0, rejects=Counter(rej.column("reason").to_pylist()))}
+        return {"part": part["part"], "shard": None, "inputs": [part["file"]], "count": 0, "rows_in": rej.num_rows,
+                "rejected": rej.num_rows, "rejects": rel, "stats": stats_to_json(stats)}
+    t = pq.read_table(folder.work / "filtered" / f"part-{part['part']}.parquet")
+    stats = dict(pass1["stats"])
+    if cfg.metadata.dedup_urls:
+        t0 = time.perf_counter()
+        dups = dups_for_part(dups_dir, part["part"])
+        reason_of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
+        ords = t.column("ord").to_pylist()
+        already = t.column("_reject_reason").is_valid().to_pylist()
+        t = reject(t, "url_dedup", ["duplicate_url" if o in reason_of else None for o in ords],
+                   [f"same URL as {reason_of[o]}" if o in reason_of else None for o in ords])
+        n_in = already.count(False)
+        st = StepStats(rows_in=n_in, rows_out=n_in - len(reason_of), seconds=time.perf_counter() - t0)
+        if reason_of:
+            st.rejects["duplicate_url"] = len(reason_of)
+        stats["url_dedup"] = st.to_dict()
+    mask = pc.is_valid(t.column("_reject_reason"))
+    kept = t.filter(pc.invert(mask)).select(OUTPUT_COLUMNS).sort_by("ord")
+    rej = rejects_table(t.filter(mask), STAGE)
+    entry: dict[str, Any] = {"part": part["part"], "inputs": [part["file"]], "rows_in": t.num_rows,
+                             "rejected": rej.num_rows, "stats": stats, "shard": None, "count": 0}
+    if kept.num_rows:
+        entry.update(shard=name, **write_parquet(folder.dir / name, kept))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
+    return entry
+
+
+def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    folder.prepare()
+    parts = plan(cfg)
+    by_id = {p["part"]: p for p in parts}
+    pass1_folder = StageFolder(folder.work, "pass1")
+    pass1 = run_parts(engine, pass1_folder, parts, lambda p: filter_part(cfg, folder, p),
+                      num_cpus=0.5, desc="metadata: filter")
+    dups_dir = folder.work / "url_dups"
+    if cfg.metadata.dedup_urls and not dups_dir.exists():
+        files = sorted((folder.work / "urls").glob("part-*.parquet"))
+        run_exact(engine, files, "url_norm", "duplicate_url", dups_dir, desc="metadata: URL dedup")
+    final = run_parts(engine, folder, parts, lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]], dups_dir),
+                      num_cpus=0.5, desc="metadata: write shards")
+    return folder.finish(final.values(), None, time.perf_counter() - t0)

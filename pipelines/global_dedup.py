@@ -1,0 +1,74 @@
+"""Dedup across the whole dataset, not per shard: side tables are grouped by an engine and the
+pure rules of transforms/dedup.py run on each group."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines.engine import Engine
+from transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
+
+DUPS_WITH_PART = DUP_SCHEMA.append(pa.field("part", pa.string()))
+
+
+def bucket_of(values: list[str | None], buckets: int) -> pa.Array:
+    """Stable hash bucket (crc32, not Python's salted hash) so every run groups alike."""
+    return pa.array([zlib.crc32(v.encode("utf-8", "surrogatepass")) % buckets if v is not None else 0 for v in values],
+                    pa.int32())
+
+
+def band_rows(ords: np.ndarray, keys: list[str], parts: list[str], hashes: np.ndarray, threshold: int) -> pa.Table:
+    """One row per (sample, band): grouping on `band` brings every candidate pair together."""
+    bands = band_values(hashes, threshold)
+    n = len(ords)
+    band_ids = [(np.uint64(b) << np.uint64(48)) | v for b, v in enumerate(bands)]
+    return pa.table({
+        "ord": pa.array(np.tile(ords, len(bands)), pa.int64()),
+        "key": pa.array(keys * len(bands), pa.string()),
+        "part": pa.array(parts * len(bands), pa.string()),
+        "phash": pa.array(np.tile(hashes.astype(np.uint64), len(bands)), pa.uint64()),
+        "band": pa.array(np.concatenate(band_ids) if n else np.array([], np.uint64), pa.uint64()),
+    })
+
+
+def _with_part(group: pa.Table, dups: pa.Table) -> pa.Table:
+    part_of = dict(zip(group.column("ord").to_pylist(), group.column("part").to_pylist()))
+    return dups.append_column("part", pa.array([part_of[o] for o in dups.column("ord").to_pylist()], pa.string()))
+
+
+def exact_group_fn(value_col: str, reason: str) -> Callable[[pa.Table], pa.Table]:
+    def fn(group: pa.Table) -> pa.Table:
+        return _with_part(group, exact_duplicates(group, value_col, reason))
+    return fn
+
+
+def near_group_fn(threshold: int, reason: str) -> Callable[[pa.Table], pa.Table]:
+    def fn(group: pa.Table) -> pa.Table:
+        return _with_part(group, near_duplicates(group, "phash", threshold, reason))
+    return fn
+
+
+def run_exact(engine: Engine, side_tables: list[Path], value_col: str, reason: str, out_dir: Path, desc: str) -> None:
+    engine.group_apply(side_tables, ["ord", "key", "part", value_col, "bucket"], "bucket",
+                       exact_group_fn(value_col, reason), out_dir, desc=desc)
+
+
+def run_near(engine: Engine, band_tables: list[Path], threshold: int, reason: str, out_dir: Path, desc: str) -> None:
+    engine.group_apply(band_tables, ["ord", "key", "part", "phash", "band"], "band",
+                       near_group_fn(threshold, reason), out_dir, desc=desc)
+
+
+def dups_for_part(out_dir: Path, part: str) -> pa.Table:
+    """The decisions that concern one part, one row per ord (earliest kept row named)."""
+    files = sorted(out_dir.glob("*.parquet")) if out_dir.exists() else []
+    if not files:
+        return DUP_SCHEMA.empty_table()
+    t = pads.dataset([str(f) for f in files], format="parquet", schema=DUPS_WITH_PART).to_table(
+        filter=pc.field("part") == part)
+    return earliest_per_ord(t.drop_columns(["part"]).cast(DUP_SCHEMA))

@@ -1,0 +1,110 @@
+"""WebDataset shard, rejects and manifest writers shared by every pipeline."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from pipelines.atomic import atomic_path
+from transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP
+
+REJECT_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("stage", pa.string()),
+    ("step", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("url", pa.string()),
+])
+# a fixed mtime makes shards byte-identical across runs
+SHARD_MTIME = 0.0
+
+
+def shard_name(index: int, ext: str = "tar") -> str:
+    return f"shard-{index:06d}.{ext}"
+
+
+def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """Members as bytes: str -> utf-8, dict/list -> sorted compact JSON (deterministic)."""
+    out: dict[str, Any] = {"__key__": sample["__key__"]}
+    for k, v in sample.items():
+        if k == "__key__":
+            continue
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            out[k] = bytes(v)
+        elif isinstance(v, str):
+            out[k] = v.encode("utf-8")
+        elif isinstance(v, (dict, list)):
+            out[k] = json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        else:
+            raise TypeError(f"member {k!r} of {sample['__key__']!r} has unsupported type {type(v).__name__}")
+    return out
+
+
+def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Write samples into a tar atomically. Returns count, bytes and sha256 for the manifest."""
+    count = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            writer = wds.TarWriter(f, encoder=False, mtime=SHARD_MTIME)
+            for s in samples:
+                writer.write(encode_sample(s))
+                count += 1
+            writer.close()
+    return {"count": count, **file_digest(path)}
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def write_parquet(path: Path, table: pa.Table) -> dict[str, Any]:
+    with atomic_path(path) as tmp:
+        # no creation-time metadata: same rows give the same bytes
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+    return {"count": table.num_rows, **file_digest(path)}
+
+
+def rejects_table(rejected: pa.Table, stage: str) -> pa.Table:
+    """Rows carrying the reject columns -> the on-disk rejects schema."""
+    n = rejected.num_rows
+
+    def col(name: str) -> pa.Array:
+        if name in rejected.column_names:
+            return rejected.column(name).cast(pa.string())
+        return pa.nulls(n, pa.string())
+
+    return pa.table({
+        "key": col("key"),
+        "stage": pa.array([stage] * n, pa.string()),
+        "step": col(REJECT_STEP),
+        "reason": col(REJECT_REASON),
+        "detail": col(REJECT_DETAIL),
+        "url": col("url"),
+    }, schema=REJECT_SCHEMA)
+
+
+def make_rejects(rows: list[dict[str, Any]], stage: str) -> pa.Table:
+    """Rejects from plain dicts with key/step/reason/detail/url."""
+    return pa.Table.from_pylist([{**{k: None for k in REJECT_SCHEMA.names}, **r, "stage": stage} for r in rows],
+                                schema=REJECT_SCHEMA)
+
+
+def write_rejects(stage_dir: Path, name: str, table: pa.Table) -> str | None:
+    """Write `_rejects/NAME.parquet` when there is anything to write; returns its relative path."""
+    if table.num_rows == 0:
+        return None
+    rel = f"_rejects/{name}.parquet"
+    write_parquet(stage_dir / rel, table.sort_by("key") if table.num_rows else table)
+    return rel

@@ -1,0 +1,148 @@
+"""Decode, measure, normalise and hash images. Pure PIL/numpy: no engine, no model."""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 89_478_485  # PIL's default bomb threshold
+    min_short_edge: int = 448
+    max_aspect_ratio: float | None = None
+    jpeg_quality: int = 95
+
+
+@dataclass
+class ValidatedImage:
+    data: bytes | None
+    ext: str | None
+    width: int = 0
+    height: int = 0
+    source_format: str | None = None
+    source_mode: str | None = None
+    normalised: bool = False
+    sha256: str | None = None
+    phash: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+MAGIC = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """File type from magic bytes (never from a URL or a Content-Type header)."""
+    for magic, ext in MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[4:12] in (b"ftypavif", b"ftypheic"):
+        return "avif"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB with alpha composited on white; 16-bit and float greys scaled to 8 bits."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
+    """Everything the validate stage needs from one encoded image, or a reject reason."""
+    if not data:
+        return ValidatedImage(None, None, reason="empty_file")
+    if len(data) > limits.max_bytes:
+        return ValidatedImage(None, None, reason="file_too_large", detail=f"{len(data)} bytes")
+    fmt = sniff_format(data)
+    if fmt is None:
+        return ValidatedImage(None, None, reason="not_an_image", detail=repr(data[:16]))
+    try:
+        # the pixel cap is checked from the header, before any pixel is decoded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        w0, h0 = img.size
+        if w0 * h0 > limits.max_pixels:
+            return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=f"{w0}x{h0}")
+        img.load()
+    except Image.DecompressionBombError as err:
+        return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=str(err)[:300])
+    except Exception as err:  # noqa: BLE001 - any decoder error is a reject, never a crash
+        return ValidatedImage(None, None, source_format=fmt, reason="decode_error", detail=f"{type(err).__name__}: {err}"[:300])
+    mode = img.mode
+    try:
+        transposed = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+        transposed = img
+    rotated = transposed is not img and transposed.size != (w0, h0) or _orientation(img) not in (None, 1)
+    rgb = to_rgb(transposed)
+    w, h = rgb.size
+    short, long_ = min(w, h), max(w, h)
+    if short < limits.min_short_edge:
+        return ValidatedImage(None, None, w, h, fmt, mode, reason="short_edge_too_small", detail=f"{w}x{h}")
+    if limits.max_aspect_ratio is not None and long_ / short > limits.max_aspect_ratio:
+        return ValidatedImage(None, None, w, h, fmt, mode, reason="aspect_ratio_too_large", detail=f"{w}x{h}")
+    keep_bytes = fmt in ("jpg", "png") and mode == "RGB" and not rotated
+    if keep_bytes:
+        out, ext = data, fmt
+    else:
+        buf = io.BytesIO()
+        if fmt == "jpg" or (fmt == "webp" and mode == "RGB"):
+            rgb.save(buf, format="JPEG", quality=limits.jpeg_quality)
+            ext = "jpg"
+        else:
+            rgb.save(buf, format="PNG", optimize=False)
+            ext = "png"
+        out = buf.getvalue()
+    return ValidatedImage(
+        out, ext, w, h, fmt, mode, normalised=not keep_bytes,
+        sha256=hashlib.sha256(data).hexdigest(), phash=phash64(rgb),
+    )
+
+
+def _orientation(img: Image.Image) -> int | None:
+    try:
+        return img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def phash64(img: Image.Image) -> int:
+    """imagehash's DCT perceptual hash as an unsigned 64-bit int. Large images are reduced
+    first with PIL's fast integer `reduce`: the hash only looks at a 32x32 thumbnail."""
+    factor = max(1, min(img.size) // 128)
+    small = img.reduce(factor) if factor > 1 else img
+    bits = imagehash.phash(small).hash.flatten()
+    return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])

@@ -1,0 +1,111 @@
+"""Filters over LAION-style metadata rows (canonical columns from laion_columns.normalise)."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.step import Filter
+from transforms.url_safety import AddressPolicy, url_refusal
+
+
+def _floats(batch: pa.Table, col: str) -> np.ndarray:
+    """Column as float64 with nulls as NaN."""
+    return pc.fill_null(batch.column(col).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+
+
+def _where(mask: np.ndarray, reason: str) -> pa.Array:
+    return pa.array(np.where(mask, reason, None), pa.string())
+
+
+class UrlSafety(Filter):
+    name = "url_safety"
+
+    def __init__(self, policy: AddressPolicy):
+        self.policy = policy
+
+    def reasons(self, batch: pa.Table) -> Sequence[str | None]:
+        return [url_refusal(u, self.policy) for u in batch.column("url").to_pylist()]
+
+
+class MinShortEdge(Filter):
+    """Short edge from the metadata's WIDTH/HEIGHT. Rows without sizes are kept by default:
+    the validate stage measures every decoded image anyway."""
+
+    name = "min_short_edge"
+
+    def __init__(self, min_px: int, reject_missing: bool = False):
+        self.min_px = min_px
+        self.reject_missing = reject_missing
+
+    def reasons(self, batch: pa.Table) -> pa.Array:
+        w, h = _floats(batch, "width"), _floats(batch, "height")
+        missing = np.isnan(w) | np.isnan(h)
+        with np.errstate(invalid="ignore"):
+            small = ~missing & (np.minimum(w, h) < self.min_px)
+        out = np.where(small, "short_edge_too_small", None)
+        if self.reject_missing:
+            out = np.where(missing, "missing_size", out)
+        return pa.array(out, pa.string())
+
+
+class MaxAspectRatio(Filter):
+    name = "max_aspect_ratio"
+
+    def __init__(self, max_ratio: float):
+        self.max_ratio = max_ratio
+
+    def reasons(self, batch: pa.Table) -> pa.Array:
+        w, h = _floats(batch, "width"), _floats(batch, "height")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.maximum(w, h) / np.minimum(w, h)
+            bad = ~np.isnan(ratio) & (ratio > self.max_ratio)
+        return _where(bad, "aspect_ratio_too_large")
+
+
+class ScoreThreshold(Filter):
+    """Keep rows whose score is <= max (punsafe, pwatermark) or >= min (similarity).
+    A missing score passes unless `reject_missing`."""
+
+    def __init__(self, column: str, *, max_value: float | None = None, min_value: float | None = None,
+                 reject_missing: bool = False):
+        if (max_value is None) == (min_value is None):
+            raise ValueError("give exactly one of max_value / min_value")
+        self.column, self.max_value, self.min_value = column, max_value, min_value
+        self.reject_missing = reject_missing
+        self.name = f"{column}_threshold"
+
+    def reasons(self, batch: pa.Table) -> pa.Array:
+        v = _floats(batch, self.column)
+        missing = np.isnan(v)
+        with np.errstate(invalid="ignore"):
+            if self.max_value is not None:
+                bad, why = v > self.max_value, f"{self.column}_above_max"
+            else:
+                bad, why = v < self.min_value, f"{self.column}_below_min"
+        out = np.where(bad & ~missing, why, None)
+        if self.reject_missing:
+            out = np.where(missing, f"{self.column}_missing", out)
+        return pa.array(out, pa.string())
+
+
+class CaptionLength(Filter):
+    name = "caption_length"
+
+    def __init__(self, min_chars: int = 1, max_chars: int = 4096):
+        self.min_chars, self.max_chars = min_chars, max_chars
+
+    def reasons(self, batch: pa.Table) -> pa.Array:
+        caps = batch.column("caption")
+        stripped = pc.utf8_trim_whitespace(pc.fill_null(caps, ""))
+        n = pc.utf8_length(stripped).to_numpy(zero_copy_only=False)
+        out = np.where(n == 0, "empty_caption", np.where(n < self.min_chars, "caption_too_short",
+                                                        np.where(n > self.max_chars, "caption_too_long", None)))
+        return pa.array(out, pa.string())
+
+
+def is_nan(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))

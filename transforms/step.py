@@ -1,0 +1,178 @@
+"""The one step contract every engine runs: a batch (pyarrow Table) in, a batch out.
+
+Steps never drop rows themselves. A step that refuses rows fills the reject columns
+(`_reject_step`, `_reject_reason`, `_reject_detail`); `StepChain` moves those rows aside and
+counts them, so per-step statistics are collected in one place and never by the steps.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+REJECT_STEP = "_reject_step"
+REJECT_REASON = "_reject_reason"
+REJECT_DETAIL = "_reject_detail"
+REJECT_COLUMNS = (REJECT_STEP, REJECT_REASON, REJECT_DETAIL)
+
+
+@dataclass
+class StepStats:
+    """Counts of one step over any number of batches; adding two merges them."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    rejects: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, other: "StepStats") -> None:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.rejects.update(other.rejects)
+        self.seconds += other.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rejects": dict(sorted(self.rejects.items())),
+            "seconds": round(self.seconds, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StepStats":
+        return cls(d["rows_in"], d["rows_out"], Counter(d.get("rejects", {})), float(d.get("seconds", 0.0)))
+
+
+def merge_stats(into: dict[str, StepStats], more: dict[str, StepStats]) -> dict[str, StepStats]:
+    """Merge per-step stats keeping the first-seen step order."""
+    for name, st in more.items():
+        into.setdefault(name, StepStats()).add(st)
+    return into
+
+
+def stats_to_json(stats: dict[str, StepStats]) -> dict[str, dict[str, Any]]:
+    return {name: st.to_dict() for name, st in stats.items()}
+
+
+def stats_from_json(d: dict[str, dict[str, Any]]) -> dict[str, StepStats]:
+    return {name: StepStats.from_dict(v) for name, v in d.items()}
+
+
+class Step:
+    """A pure transformation of a batch. Subclasses implement `process`.
+
+    `process` may add or replace columns and may mark rows as rejected with `reject(...)`,
+    but must return exactly the rows it was given, in the same order.
+    """
+
+    name: str = "step"
+
+    def process(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Filter(Step):
+    """A step that only decides which rows to refuse. `reasons` returns one entry per row:
+    None to keep the row, or a short machine-readable reason string."""
+
+    def reasons(self, batch: pa.Table) -> Sequence[str | None] | pa.Array:  # pragma: no cover
+        raise NotImplementedError
+
+    def details(self, batch: pa.Table) -> Sequence[str | None] | None:
+        return None
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        return reject(batch, self.name, self.reasons(batch), self.details(batch))
+
+
+def reject(
+    batch: pa.Table,
+    step: str,
+    reasons: Sequence[str | None] | pa.Array,
+    details: Sequence[str | None] | pa.Array | None = None,
+) -> pa.Table:
+    """Mark rows as rejected by `step`. Rows already rejected keep their first reason."""
+    n = batch.num_rows
+    reasons_arr = pa.array(reasons, type=pa.string()) if not isinstance(reasons, pa.Array) else reasons.cast(pa.string())
+    if len(reasons_arr) != n:
+        raise ValueError(f"step {step!r} returned {len(reasons_arr)} reasons for {n} rows")
+    if details is None:
+        details_arr = pa.nulls(n, pa.string())
+    else:
+        details_arr = pa.array(details, type=pa.string()) if not isinstance(details, pa.Array) else details.cast(pa.string())
+    batch = ensure_reject_columns(batch)
+    already = pc.is_valid(batch.column(REJECT_REASON))
+    new = pc.and_(pc.invert(already), pc.is_valid(reasons_arr))
+    step_col = pc.if_else(new, pa.scalar(step, pa.string()), batch.column(REJECT_STEP))
+    reason_col = pc.if_else(new, reasons_arr, batch.column(REJECT_REASON))
+    detail_col = pc.if_else(new, details_arr, batch.column(REJECT_DETAIL))
+    for name, col in ((REJECT_STEP, step_col), (REJECT_REASON, reason_col), (REJECT_DETAIL, detail_col)):
+        batch = batch.set_column(batch.schema.get_field_index(name), name, col)
+    return batch
+
+
+def ensure_reject_columns(batch: pa.Table) -> pa.Table:
+    for name in REJECT_COLUMNS:
+        if name not in batch.column_names:
+            batch = batch.append_column(name, pa.nulls(batch.num_rows, pa.string()))
+    return batch
+
+
+def split_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(kept rows without reject columns, rejected rows with them)."""
+    batch = ensure_reject_columns(batch)
+    mask = pc.is_valid(batch.column(REJECT_REASON))
+    kept = batch.filter(pc.invert(mask)).drop_columns(list(REJECT_COLUMNS))
+    return kept, batch.filter(mask)
+
+
+class StepChain:
+    """Runs steps in order, moving rejected rows aside after each step and timing each one.
+
+    This is where the automatic statistics live: every step gets rows in/out, rejects by
+    reason and seconds without writing a line of bookkeeping itself.
+    """
+
+    def __init__(self, steps: Iterable[Step]):
+        self.steps = list(steps)
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"step names must be unique in a chain, got {names}")
+
+    def __call__(self, batch: pa.Table) -> tuple[pa.Table, pa.Table, dict[str, StepStats]]:
+        stats: dict[str, StepStats] = {}
+        rejected: list[pa.Table] = []
+        for step in self.steps:
+            st = StepStats(rows_in=batch.num_rows)
+            t0 = time.perf_counter()
+            if batch.num_rows:
+                out = step.process(batch)
+                if out.num_rows != batch.num_rows:
+                    raise RuntimeError(f"step {step.name!r} changed the row count; steps reject, they never drop")
+                batch, rej = split_rejects(out)
+            else:
+                rej = None
+            st.seconds = time.perf_counter() - t0
+            st.rows_out = batch.num_rows
+            if rej is not None and rej.num_rows:
+                st.rejects.update(rej.column(REJECT_REASON).to_pylist())
+                rejected.append(rej)
+            stats[step.name] = st
+        rejects = concat_tables(rejected) if rejected else None
+        return batch, rejects if rejects is not None else empty_rejects_like(batch), stats
+
+
+def concat_tables(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def empty_rejects_like(batch: pa.Table) -> pa.Table:
+    return ensure_reject_columns(batch.slice(0, 0))
