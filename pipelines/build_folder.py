@@ -57,7 +57,7 @@ class StageFolder:
         return done
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, sort_keys=True) + "\n"
+        line = json.dumps(entry) + "\n"
         with open(self.manifest_path, "a") as f:
             f.write(line)
             f.flush()
@@ -67,12 +67,12 @@ class StageFolder:
                seconds: float = 0.0, info: dict[str, Any] | None = None) -> dict[str, Any]:
         """Rewrite the manifest in part order, drop the work folder and write `_stats.json`."""
         entries = sorted(entries, key=lambda e: e["part"])
-        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        lines = "".join(json.dumps(e) + "\n" for e in entries)
         write_bytes_atomic(self.manifest_path, lines.encode())
         stats = summarise(self.stage, entries, extra_steps, seconds, info)
         if self.work.exists():
             shutil.rmtree(self.work)
-        write_bytes_atomic(self.stats_path, json.dumps(stats, indent=2, sort_keys=True).encode())
+        write_bytes_atomic(self.stats_path, json.dumps(stats, indent=2).encode())
         return stats
 
     def stats(self) -> dict[str, Any]:

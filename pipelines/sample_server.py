@@ -54,11 +54,16 @@ def make_handler(root: Path, slow_seconds: float) -> type[BaseHTTPRequestHandler
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that time out on /slow hang up mid-response; that is the point
+
+
 class SampleServer:
     """`with SampleServer(root) as s: s.base_url` serves on 127.0.0.1 only."""
 
     def __init__(self, root: str | Path, port: int = 0, slow_seconds: float = 5.0):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), make_handler(Path(root), slow_seconds))
+        self.httpd = _QuietServer(("127.0.0.1", port), make_handler(Path(root), slow_seconds))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -1,0 +1,61 @@
+"""OUT/build.json: the resolved config, package versions, seed and code revision."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipelines.atomic import write_bytes_atomic
+
+PACKAGES = ["fusionweave", "ray", "pyarrow", "webdataset", "img2dataset", "pillow", "numpy", "pydantic", "imagehash",
+            "apache-beam", "torch", "transformers", "huggingface_hub"]
+
+
+class ConfigMismatch(RuntimeError):
+    pass
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def code_revision() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0:
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str]) -> dict[str, Any]:
+    """Write build.json, or check it: resuming into a folder built with another config would
+    mix two datasets, so that is refused."""
+    path = out / "build.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("pipelines", {}).get(pipeline) not in (None, config):
+            raise ConfigMismatch(
+                f"{out} holds a {pipeline} build made with a different config; use a new --out "
+                f"(or delete {out}) to build with this one")
+    else:
+        old = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {**old, "seed": seed, "versions": versions(), "code_revision": code_revision(), "argv": argv,
+            "pipelines": {**old.get("pipelines", {}), pipeline: config}}
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+    return info

@@ -1,0 +1,77 @@
+"""The `fusionweave` command."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# quiet, offline-safe defaults for the libraries we drive; the user's own settings win
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+log = logging.getLogger("fusionweave")
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for the embedded local Ray (default: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fusionweave", description="Build multimodal training data as WebDataset shards.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="run a build pipeline")
+    b.add_argument("pipeline", help="curate")
+    b.add_argument("--config", required=True, type=Path, help="YAML recipe")
+    b.add_argument("--out", required=True, type=Path, help="build folder")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
+                   help="override a config field (repeatable)")
+    b.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
+    _add_engine_args(b)
+
+    s = sub.add_parser("sample-laion", help="generate LAION-format sample data")
+    s.add_argument("--n", type=int, default=1000)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--base-url", default="http://127.0.0.1:8000", help="where `fusionweave serve` will serve the images")
+
+    sv = sub.add_parser("serve", help="serve sample data on 127.0.0.1 for the download stage")
+    sv.add_argument("root", type=Path)
+    sv.add_argument("--port", type=int, default=8000)
+
+    d = sub.add_parser("demo", help="generate sample data, serve it on 127.0.0.1 and run the curate build on it")
+    d.add_argument("--out", type=Path, default=Path("fusionweave-demo"))
+    d.add_argument("--n", type=int, default=300)
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE")
+    _add_engine_args(d)
+
+    r = sub.add_parser("report", help="print the run report of a build folder")
+    r.add_argument("out", type=Path)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from orchestration import commands
+    from orchestration.build_info import ConfigMismatch
+    from orchestration.config import ConfigError
+
+    try:
+        handler: Any = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+        return int(handler(args) or 0)
+    except (ConfigError, ConfigMismatch) as err:
+        print(f"fusionweave: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fusionweave: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The run report: per stage and step, rows in/out and rejects by reason."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import STATS
+
+
+def collect(out: Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Stats of every finished stage, in pipeline order when given."""
+    found = {p.parent.name: p for p in out.glob(f"*/{STATS}")}
+    names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
+    return {n: json.loads(found[n].read_text()) for n in names}
+
+
+def render(stages: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, st in stages.items():
+        ok = "ok" if st["rows_in"] == st["rows_out"] + st["rejected"] else "UNBALANCED"
+        lines.append(f"stage {name}: in {st['rows_in']:,} = out {st['rows_out']:,} + rejected {st['rejected']:,} "
+                     f"[{ok}]  shards {st.get('shards', 0)}  {st.get('seconds', 0):.1f}s")
+        for step, s in st.get("steps", {}).items():
+            rej = ", ".join(f"{r} {n:,}" for r, n in s["rejects"].items()) or "-"
+            lines.append(f"    {step:<22} in {s['rows_in']:>9,}  out {s['rows_out']:>9,}  {s['seconds']:>7.2f}s  rejects: {rej}")
+    return "\n".join(lines)
+
+
+def write(out: Path, order: list[str] | None = None) -> str:
+    stages = collect(out, order)
+    text = render(stages)
+    write_bytes_atomic(out / "report.json", json.dumps(stages, indent=2).encode())
+    write_bytes_atomic(out / "report.txt", (text + "\n").encode())
+    return text

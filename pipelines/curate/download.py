@@ -1,0 +1,125 @@
+"""Curate, stage 2: download every URL shard with img2dataset into our WebDataset shards.
+
+img2dataset's `Downloader` runs inside a Ray task (so its spawn-based multiprocessing is never
+involved) with resizing and re-encoding off: the original bytes are kept for the captioner.
+Its per-row status and error message become our rejects; its per-shard stats go in our
+manifest. Members are renamed to our stable keys.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.build_folder import StageFolder
+from pipelines.curate import metadata
+from pipelines.curate.config import CurateConfig
+from pipelines.curate.safe_http import classify_error, install
+from pipelines.engine import Engine
+from pipelines.partitioned import run_parts
+from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from pipelines.shard_source import Sample, iter_shard
+from transforms.image_validate import sniff_format
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "download"
+CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark", "license",
+           "sample_id", "source"]
+
+
+def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path, shard_id: int) -> tuple[Path, dict[str, Any]]:
+    from img2dataset.downloader import Downloader
+    from img2dataset.resizer import Resizer
+    from img2dataset.writer import WebDatasetSampleWriter
+
+    d = cfg.download
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    feather = work / "input.feather"
+    table = pa.table({"url": rows.column("url"), "caption": rows.column("caption"), "fw_key": rows.column("key")})
+    with pa.OSFile(str(feather), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    resizer = Resizer(image_size=0, resize_mode="no", resize_only_if_bigger=False, disable_all_reencoding=True)
+    downloader = Downloader(
+        sample_writer_class=WebDatasetSampleWriter, resizer=resizer, thread_count=d.thread_count, save_caption=True,
+        extract_exif=False, output_folder=str(work), column_list=["url", "caption", "fw_key"], timeout=d.timeout,
+        number_sample_per_shard=max(10, rows.num_rows), oom_shard_count=6, compute_hash=None, verify_hash_type=None,
+        encode_format="jpg", retries=d.retries, user_agent_token=d.user_agent_token,
+        disallowed_header_directives=d.disallowed_header_directives,
+    )
+    ok, _ = downloader((shard_id, str(feather)))
+    if not ok:
+        raise RuntimeError(f"img2dataset failed on shard {shard_id}")
+    stats_file = work / f"{shard_id:06d}_stats.json"
+    i2d_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    return work / f"{shard_id:06d}", i2d_stats
+
+
+def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    install(cfg.url_policy.policy(), cfg.download.max_bytes, cfg.download.max_redirects)
+    rows = pq.read_table(part["input"]).sort_by("ord")
+    shard_id = int(part["part"])
+    base, i2d_stats = _img2dataset_shard(cfg, rows, folder.work / f"dl-{part['part']}", shard_id)
+    status = pq.read_table(f"{base}.parquet", columns=["fw_key", "status", "error_message"]).to_pylist()
+    by_key = {r["key"]: r for r in rows.to_pylist()}
+    images: dict[str, bytes] = {}
+    for item in iter_shard(f"{base}.tar"):
+        if isinstance(item, Sample) and "json" in item.members:
+            meta = json.loads(item.members["json"])
+            images[meta["fw_key"]] = item.members.get("jpg", b"")
+    rejects: list[dict[str, Any]] = []
+    seen = set()
+    for r in status:
+        k = r["fw_key"]
+        seen.add(k)
+        if r["status"] != "success" or k not in images:
+            msg = r["error_message"] or r["status"] or "missing from img2dataset output"
+            rejects.append({"key": k, "step": "img2dataset", "reason": classify_error(msg), "detail": msg[:300],
+                            "url": by_key[k]["url"]})
+    for k in by_key.keys() - seen:  # img2dataset never dropped a row in testing; if it ever does, say so
+        rejects.append({"key": k, "step": "img2dataset", "reason": "lost_by_downloader", "url": by_key[k]["url"]})
+    kept = [r for r in rows.to_pylist() if r["key"] in images and r["key"] not in {x["key"] for x in rejects}]
+
+    def samples() -> Any:
+        for r in kept:
+            data = images[r["key"]]
+            yield {"__key__": r["key"], sniff_format(data) or "bin": data, "txt": r["caption"] or "",
+                   "json": {c: r[c] for c in CARRIED}}
+
+    name = shard_name(shard_id)
+    entry: dict[str, Any] = {"part": part["part"], "inputs": [part["input"]], "rows_in": rows.num_rows,
+                             "rejected": len(rejects), "shard": None, "count": 0}
+    if kept:
+        entry.update(shard=name, **write_shard(folder.dir / name, samples()))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, make_rejects(rejects, STAGE))
+    st = StepStats(rows_in=rows.num_rows, rows_out=len(kept), rejects=Counter(r["reason"] for r in rejects),
+                   seconds=time.perf_counter() - t0)
+    entry["stats"] = stats_to_json({"img2dataset": st})
+    entry["img2dataset"] = {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
+                                                          "failed_to_resize", "status_dict") if k in i2d_stats}
+    shutil.rmtree(folder.work / f"dl-{part['part']}", ignore_errors=True)
+    return entry
+
+
+def plan(out: Path) -> list[dict[str, Any]]:
+    entries = StageFolder(out, metadata.STAGE).entries()
+    return [{"part": e["part"], "input": str(Path(out) / metadata.STAGE / e["shard"])}
+            for e in sorted(entries.values(), key=lambda e: e["part"]) if e.get("shard")]
+
+
+def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    entries = run_parts(engine, folder, plan(out), lambda p: download_part(cfg, folder, p),
+                        num_cpus=cfg.download.task_cpus, desc="download")
+    return folder.finish(entries.values(), None, time.perf_counter() - t0)

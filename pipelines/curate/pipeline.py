@@ -1,0 +1,23 @@
+"""The curate build: metadata -> download -> validate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.curate import download, metadata, validate
+from pipelines.curate.config import CurateConfig
+from pipelines.engine import Engine
+
+STAGES: dict[str, Callable[[CurateConfig, Path, Engine], dict[str, Any]]] = {
+    metadata.STAGE: metadata.run,
+    download.STAGE: download.run,
+    validate.STAGE: validate.run,
+}
+
+
+def run(cfg: CurateConfig, out: Path, engine: Engine, stages: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for name, fn in STAGES.items():
+        if stages is None or name in stages:
+            results[name] = fn(cfg, out, engine)
+    return results

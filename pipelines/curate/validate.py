@@ -1,0 +1,180 @@
+"""Curate, stage 3: decode and validate every downloaded image, then dedup across the whole
+dataset (sha256 exact, perceptual-hash near duplicates) and write the curated shards.
+
+Pass 1 decodes each shard in parallel and writes side tables of hashes; pass 2 groups those
+hashes across all shards; pass 3 writes each final shard. Every pass is resumable.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.build_folder import StageFolder
+from pipelines.curate import download
+from pipelines.curate.config import CurateConfig
+from pipelines.engine import Engine
+from pipelines.global_dedup import band_rows, bucket_of, dups_for_part, run_exact, run_near
+from pipelines.partitioned import run_parts
+from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
+from pipelines.shard_source import Broken, Sample, iter_shard
+from transforms.image_steps import DecodeValidate
+from transforms.image_validate import ImageLimits
+from transforms.step import StepChain, StepStats, merge_stats, reject, stats_from_json, stats_to_json
+
+STAGE = "validate"
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")
+ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
+                        ("meta", pa.string()), ("image", pa.binary())])
+
+
+def limits(cfg: CurateConfig) -> ImageLimits:
+    v = cfg.validate_
+    return ImageLimits(max_bytes=v.max_bytes, max_pixels=v.max_pixels, min_short_edge=v.min_short_edge,
+                       max_aspect_ratio=v.max_aspect_ratio, jpeg_quality=v.jpeg_quality)
+
+
+def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Rows for the decode step, and rejects for whatever in the tar is not a usable sample."""
+    rows: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    broken_tar = None
+    for item in iter_shard(path):
+        if isinstance(item, Broken):
+            if item.key == "":
+                broken_tar = item
+            else:
+                bad.append({"key": item.key, "step": "read_shard", "reason": item.reason, "detail": item.detail})
+            continue
+        img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
+        try:
+            meta = json.loads(item.members.get("json", b"{}"))
+            if not isinstance(meta, dict):
+                raise ValueError("json member is not an object")
+        except ValueError as err:
+            bad.append({"key": item.key, "step": "read_shard", "reason": "malformed_json", "detail": str(err)[:200]})
+            continue
+        if img_ext is None:
+            bad.append({"key": item.key, "step": "read_shard", "reason": "missing_image", "url": meta.get("url"),
+                        "detail": f"members: {sorted(item.members)}"})
+            continue
+        caption = item.members["txt"].decode("utf-8", "replace") if "txt" in item.members else meta.get("caption")
+        rows.append({"key": item.key, "ord": int(meta.get("ord", -1)), "url": meta.get("url"), "caption": caption,
+                     "meta": json.dumps(meta, sort_keys=True), "image": item.members[img_ext]})
+    if broken_tar is not None:
+        # samples after the break are unreadable; the upstream manifest says how many there were
+        missing = max(0, (expected or 0) - len(rows) - len(bad))
+        bad.extend({"key": f"{path.stem}#missing-{i}", "step": "read_shard", "reason": "broken_tar",
+                    "detail": broken_tar.detail} for i in range(max(missing, 1 if expected is None else 0)))
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad
+
+
+def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    table, bad = read_samples(Path(part["input"]), part.get("expected"))
+    kept, rejected, stats = StepChain([DecodeValidate(limits(cfg))])(table)
+    read_st = StepStats(rows_in=table.num_rows + len(bad), rows_out=table.num_rows,
+                        rejects=Counter(b["reason"] for b in bad), seconds=0.0)
+    stats = {"read_shard": read_st, **stats}
+    p = part["part"]
+    kept = kept.append_column("part", pa.array([p] * kept.num_rows, pa.string())).sort_by("ord")
+    write_parquet(folder.work / "decoded" / f"part-{p}.parquet", kept)
+    sha = kept.select(["ord", "key", "part", "sha256"])
+    sha = sha.append_column("bucket", bucket_of(sha.column("sha256").to_pylist(), cfg.validate_.dedup_buckets))
+    write_parquet(folder.work / "sha" / f"part-{p}.parquet", sha)
+    if cfg.validate_.near_dup:
+        bands = band_rows(kept.column("ord").to_numpy(), kept.column("key").to_pylist(), kept.column("part").to_pylist(),
+                          kept.column("phash").to_numpy(), cfg.validate_.phash_hamming_threshold)
+        write_parquet(folder.work / "bands" / f"part-{p}.parquet", bands)
+    rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(bad, STAGE)])
+    write_parquet(folder.work / "rejects1" / f"part-{p}.parquet", rej)
+    return {"part": p, "rows_in": table.num_rows + len(bad), "rejected": rej.num_rows,
+            "stats": stats_to_json(stats), "seconds": time.perf_counter() - t0}
+
+
+def _dedup_step(t: pa.Table, step: str, dups: pa.Table) -> tuple[pa.Table, StepStats]:
+    t0 = time.perf_counter()
+    of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
+    reason = dups.column("reason")[0].as_py() if dups.num_rows else None
+    alive = t.column("_reject_reason").is_null().to_pylist() if "_reject_reason" in t.column_names else [True] * t.num_rows
+    ords = t.column("ord").to_pylist()
+    hit = [a and o in of for a, o in zip(alive, ords)]
+    t = reject(t, step, [reason if h else None for h in hit], [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])
+    n_in = sum(alive)
+    st = StepStats(rows_in=n_in, rows_out=n_in - sum(hit), seconds=time.perf_counter() - t0)
+    if sum(hit):
+        st.rejects[reason] = sum(hit)
+    return t, st
+
+
+def _json_member(r: dict[str, Any]) -> dict[str, Any]:
+    src = json.loads(r["meta"])
+    return {"key": r["key"], "url": r["url"], "ord": r["ord"], "width": r["width"], "height": r["height"],
+            "format": r["ext"], "source_format": r["source_format"], "source_mode": r["source_mode"],
+            "normalised": r["normalised"], "sha256": r["sha256"], "phash": f"{r['phash']:016x}",
+            "source": {k: v for k, v in src.items() if k not in ("key", "url", "caption", "ord")}}
+
+
+def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: dict[str, Any]) -> dict[str, Any]:
+    p = part["part"]
+    t = pq.read_table(folder.work / "decoded" / f"part-{p}.parquet")
+    stats = stats_from_json(pass1["stats"])
+    if cfg.validate_.dedup_sha256:
+        t, stats["dedup_sha256"] = _dedup_step(t, "dedup_sha256", dups_for_part(folder.work / "sha_dups", p))
+    if cfg.validate_.near_dup:
+        t, stats["near_dedup"] = _dedup_step(t, "near_dedup", dups_for_part(folder.work / "near_dups", p))
+    if "_reject_reason" in t.column_names:
+        mask = t.column("_reject_reason").is_valid()
+        rej = rejects_table(t.filter(mask), STAGE)
+        t = t.filter(np.logical_not(mask.to_numpy(zero_copy_only=False)))
+    else:
+        rej = rejects_table(t.slice(0, 0), STAGE)
+    rej = pa.concat_tables([pq.read_table(folder.work / "rejects1" / f"part-{p}.parquet"), rej])
+    name = shard_name(int(p))
+
+    def samples() -> Any:
+        for r in t.sort_by("ord").to_pylist():
+            yield {"__key__": r["key"], r["ext"]: r["image"], "txt": r["caption"] or "", "json": _json_member(r)}
+
+    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": pass1["rows_in"],
+                             "rejected": rej.num_rows, "shard": None, "count": 0, "stats": stats_to_json(stats)}
+    if t.num_rows:
+        entry.update(shard=name, **write_shard(folder.dir / name, samples()))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
+    return entry
+
+
+def plan(out: Path) -> list[dict[str, Any]]:
+    entries = StageFolder(out, download.STAGE).entries()
+    return [{"part": e["part"], "input": str(Path(out) / download.STAGE / e["shard"]), "expected": e["count"]}
+            for e in sorted(entries.values(), key=lambda e: e["part"]) if e.get("shard")]
+
+
+def run(cfg: CurateConfig, out: Path, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    parts = plan(out) if parts is None else parts
+    by_id = {p["part"]: p for p in parts}
+    cpus = cfg.validate_.task_cpus
+    pass1 = run_parts(engine, StageFolder(folder.work, "pass1"), parts, lambda p: decode_part(cfg, folder, p),
+                      num_cpus=cpus, desc="validate: decode")
+    if cfg.validate_.dedup_sha256 and not (folder.work / "sha_dups").exists():
+        run_exact(engine, sorted((folder.work / "sha").glob("*.parquet")), "sha256", "duplicate_sha256",
+                  folder.work / "sha_dups", desc="validate: sha256 dedup")
+    if cfg.validate_.near_dup and not (folder.work / "near_dups").exists():
+        run_near(engine, sorted((folder.work / "bands").glob("*.parquet")), cfg.validate_.phash_hamming_threshold,
+                 "near_duplicate", folder.work / "near_dups", desc="validate: near-dup")
+    final = run_parts(engine, folder, parts, lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]]),
+                      num_cpus=cpus, desc="validate: write shards")
+    return folder.finish(final.values(), None, time.perf_counter() - t0)
+
+
+__all__ = ["run", "plan", "STAGE", "merge_stats"]
