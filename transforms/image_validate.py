@@ -19,6 +19,9 @@ class ImageLimits:
     min_short_edge: int = 448
     max_aspect_ratio: float | None = None
     jpeg_quality: int = 95
+    # "jpg" or "png": one image member type for every sample, which Hugging Face `datasets`
+    # and Ray Data need (they infer one schema); "original": keep the source container
+    output_format: str = "jpg"
 
 
 @dataclass
@@ -114,18 +117,19 @@ def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
         return ValidatedImage(None, None, w, h, fmt, mode, reason="short_edge_too_small", detail=f"{w}x{h}")
     if limits.max_aspect_ratio is not None and long_ / short > limits.max_aspect_ratio:
         return ValidatedImage(None, None, w, h, fmt, mode, reason="aspect_ratio_too_large", detail=f"{w}x{h}")
-    keep_bytes = fmt in ("jpg", "png") and mode == "RGB" and not rotated
+    target = limits.output_format
+    if target == "original":
+        target = "jpg" if fmt == "jpg" or (fmt == "webp" and mode == "RGB") else "png"
+    keep_bytes = fmt == target and mode == "RGB" and not rotated
     if keep_bytes:
         out, ext = data, fmt
     else:
         buf = io.BytesIO()
-        if fmt == "jpg" or (fmt == "webp" and mode == "RGB"):
+        if target == "jpg":
             rgb.save(buf, format="JPEG", quality=limits.jpeg_quality)
-            ext = "jpg"
         else:
             rgb.save(buf, format="PNG", optimize=False)
-            ext = "png"
-        out = buf.getvalue()
+        out, ext = buf.getvalue(), target
     return ValidatedImage(
         out, ext, w, h, fmt, mode, normalised=not keep_bytes,
         sha256=hashlib.sha256(data).hexdigest(), phash=phash64(rgb),

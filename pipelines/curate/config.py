@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +66,7 @@ class ValidateConfig(Strict):
     max_pixels: int = Field(89_478_485, gt=0)
     max_bytes: int = Field(50 * 1024 * 1024, gt=0)
     jpeg_quality: int = Field(95, ge=1, le=100)
+    output_format: Literal["jpg", "png", "original"] = "jpg"
     dedup_sha256: bool = True
     near_dup: bool = True
     phash_hamming_threshold: int = Field(4, ge=0, le=16)

@@ -37,7 +37,8 @@ ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.st
 def limits(cfg: CurateConfig) -> ImageLimits:
     v = cfg.validate_
     return ImageLimits(max_bytes=v.max_bytes, max_pixels=v.max_pixels, min_short_edge=v.min_short_edge,
-                       max_aspect_ratio=v.max_aspect_ratio, jpeg_quality=v.jpeg_quality)
+                       max_aspect_ratio=v.max_aspect_ratio, jpeg_quality=v.jpeg_quality,
+                       output_format=v.output_format)
 
 
 def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[str, Any]]]:
