@@ -52,10 +52,12 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             writer = wds.TarWriter(f, encoder=False, mtime=SHARD_MTIME)
-            for s in samples:
-                writer.write(encode_sample(s))
-                count += 1
-            writer.close()
+            try:
+                for s in samples:
+                    writer.write(encode_sample(s))
+                    count += 1
+            finally:
+                writer.close()  # on failure the temporary is removed by atomic_path
     return {"count": count, **file_digest(path)}
 
 

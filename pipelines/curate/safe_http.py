@@ -113,7 +113,7 @@ def install(policy: AddressPolicy, max_bytes: int, max_redirects: int) -> None:
 def classify_error(message: str | None) -> str:
     """img2dataset's free-text error -> a short reject reason."""
     m = (message or "").lower()
-    if "refused address" in m or "redirect refused" in m:
+    if "refused address" in m or "redirect refused" in m or "redirection to url" in m:
         return "refused_address"
     if "x-robots-tag" in m:
         return "x_robots_tag"
