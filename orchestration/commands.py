@@ -21,7 +21,8 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 def _engine(args: argparse.Namespace, recipe: Recipe) -> RayEngine:
     mem = recipe.ray.object_store_memory_mb
     return RayEngine(address=args.address or recipe.ray.address, num_cpus=args.num_cpus or recipe.ray.num_cpus,
-                     object_store_memory=mem * 1024 * 1024 if mem else None, progress=not args.no_progress)
+                     object_store_memory=mem * 1024 * 1024 if mem else None, progress=not args.no_progress,
+                     local_group_max_rows=recipe.ray.local_group_max_rows)
 
 
 def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace,

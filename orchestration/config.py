@@ -19,6 +19,8 @@ class RayConfig(BaseModel):
     address: str | None = None
     num_cpus: int | None = Field(None, gt=0)
     object_store_memory_mb: int | None = Field(None, gt=0)
+    # dedup side tables up to this many rows are grouped in the driver instead of shuffled
+    local_group_max_rows: int = Field(250_000, ge=0)
 
 
 class Recipe(BaseModel):

@@ -4,6 +4,7 @@ One Ray session per process: `RayEngine.start` connects once and every stage reu
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -19,12 +20,15 @@ log = logging.getLogger(__name__)
 
 class RayEngine:
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
-                 object_store_memory: int | None = None, progress: bool = True):
+                 object_store_memory: int | None = None, progress: bool = True,
+                 local_group_max_rows: int = 250_000):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
         self.progress = progress
         self._owns_session = False
+        self.rows_per_shuffle_partition = 1_000_000
+        self.local_group_max_rows = local_group_max_rows
 
     def start(self) -> "RayEngine":
         import ray
@@ -74,6 +78,7 @@ class RayEngine:
 
         def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out = [json.dumps(fn(json.loads(s))) for s in batch["item"]]
+            _release_memory()
             return {"result": np.array(out, dtype=object)}
 
         ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=len(items))
@@ -94,7 +99,51 @@ class RayEngine:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         if paths:
+            import pyarrow.parquet as pq
+
+            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+            if rows <= self.local_group_max_rows:
+                # a shuffle costs seconds of actor start-up; a side table this small is grouped
+                # here, through the very same group function
+                _group_locally(paths, columns, group_col, fn, tmp)
+                tmp.rename(out_dir)
+                return
+            # Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of
+            # start-up for a few thousand rows. Scale them with the data instead.
+            partitions = max(1, min(200, -(-rows // self.rows_per_shuffle_partition)))
             ds = ray.data.read_parquet([str(p) for p in paths], columns=columns)
-            ds = ds.groupby(group_col).map_groups(fn, batch_format="pyarrow")
+            ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
             ds.write_parquet(str(tmp))
         tmp.rename(out_dir)
+
+
+def _group_locally(paths: list[Path], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],
+                   out_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    t = pa.concat_tables([pq.read_table(p, columns=columns) for p in paths]).sort_by(group_col)
+    values = t.column(group_col).to_numpy()
+    if len(values) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    results = [fn(t.slice(a, b - a)) for a, b in zip(starts, ends)]
+    results = [r for r in results if r.num_rows]
+    if results:
+        pq.write_table(pa.concat_tables(results), out_dir / "groups.parquet")
+
+
+def _release_memory() -> None:
+    """Hand freed Arrow buffers back to the OS: a long-lived worker otherwise keeps the peak of
+    every task it ever ran, and memory would grow with the input instead of the shard size."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+
+
+def _releasing(fn: Callable[[pa.Table], pa.Table]) -> Callable[[pa.Table], pa.Table]:
+    def wrapped(group: pa.Table) -> pa.Table:
+        try:
+            return fn(group)
+        finally:
+            _release_memory()
+    return wrapped

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DUP_SCHEMA = pa.schema([("ord", pa.int64()), ("reason", pa.string()), ("dup_of", pa.string()), ("dup_of_ord", pa.int64())])
 
@@ -17,23 +18,24 @@ def empty_dups() -> pa.Table:
 
 
 def exact_duplicates(group: pa.Table, value_col: str, reason: str) -> pa.Table:
-    """Rows whose `value_col` equals an earlier row's. Returns (ord, reason, dup_of key)."""
-    if group.num_rows < 2:
+    """Rows whose `value_col` equals an earlier row's. Returns (ord, reason, dup_of key).
+    Vectorised: one sort, then each row is compared with its predecessor."""
+    n = group.num_rows
+    if n < 2:
         return empty_dups()
     t = group.select(["ord", "key", value_col]).sort_by([(value_col, "ascending"), ("ord", "ascending")])
-    vals = t.column(value_col).to_pylist()
+    v = t.column(value_col)
+    if pa.types.is_null(v.type):
+        return empty_dups()
+    same = pc.fill_null(pc.equal(v.slice(1), v.slice(0, n - 1)), False).to_numpy(zero_copy_only=False)
+    is_dup = np.concatenate([[False], same])
+    if not is_dup.any():
+        return empty_dups()
+    run_first = np.flatnonzero(~is_dup)[np.cumsum(~is_dup) - 1]  # index of each row's run leader
+    dup_idx = np.flatnonzero(is_dup)
+    first_idx = run_first[dup_idx]
     ords = t.column("ord").to_numpy()
-    keys = t.column("key").to_pylist()
-    out_ord, out_of, out_of_ord = [], [], []
-    first = 0
-    for i, v in enumerate(vals):
-        if i and v is not None and v == vals[i - 1]:
-            out_ord.append(int(ords[i]))
-            out_of.append(keys[first])
-            out_of_ord.append(int(ords[first]))
-        else:
-            first = i
-    return _dups(out_ord, reason, out_of, out_of_ord)
+    return _dups(ords[dup_idx], reason, t.column("key").take(pa.array(first_idx)).to_pylist(), ords[first_idx])
 
 
 def _dups(ords: list[int] | np.ndarray, reason: str, dup_of: list[str], dup_of_ord: list[int] | np.ndarray) -> pa.Table:

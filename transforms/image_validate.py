@@ -105,11 +105,14 @@ def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
     except Exception as err:  # noqa: BLE001 - any decoder error is a reject, never a crash
         return ValidatedImage(None, None, source_format=fmt, reason="decode_error", detail=f"{type(err).__name__}: {err}"[:300])
     mode = img.mode
-    try:
-        transposed = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
-        transposed = img
-    rotated = transposed is not img and transposed.size != (w0, h0) or _orientation(img) not in (None, 1)
+    orientation = _orientation(img)
+    rotated = orientation not in (None, 1)
+    transposed = img
+    if rotated:
+        try:
+            transposed = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+            rotated = False
     rgb = to_rgb(transposed)
     w, h = rgb.size
     short, long_ = min(w, h), max(w, h)
@@ -145,8 +148,9 @@ def _orientation(img: Image.Image) -> int | None:
 
 def phash64(img: Image.Image) -> int:
     """imagehash's DCT perceptual hash as an unsigned 64-bit int. Large images are reduced
-    first with PIL's fast integer `reduce`: the hash only looks at a 32x32 thumbnail."""
-    factor = max(1, min(img.size) // 128)
-    small = img.reduce(factor) if factor > 1 else img
+    first with PIL's fast integer `reduce` (to 48-95 px): the hash only looks at 32x32."""
+    grey = img.convert("L")
+    factor = max(1, min(img.size) // 48)
+    small = grey.reduce(factor) if factor > 1 else grey
     bits = imagehash.phash(small).hash.flatten()
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])

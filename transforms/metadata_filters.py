@@ -1,7 +1,6 @@
 """Filters over LAION-style metadata rows (canonical columns from laion_columns.normalise)."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -15,10 +14,6 @@ from transforms.url_safety import AddressPolicy, url_refusal
 def _floats(batch: pa.Table, col: str) -> np.ndarray:
     """Column as float64 with nulls as NaN."""
     return pc.fill_null(batch.column(col).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
-
-
-def _where(mask: np.ndarray, reason: str) -> pa.Array:
-    return pa.array(np.where(mask, reason, None), pa.string())
 
 
 class UrlSafety(Filter):
@@ -41,15 +36,12 @@ class MinShortEdge(Filter):
         self.min_px = min_px
         self.reject_missing = reject_missing
 
-    def reasons(self, batch: pa.Table) -> pa.Array:
+    def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
         missing = np.isnan(w) | np.isnan(h)
         with np.errstate(invalid="ignore"):
             small = ~missing & (np.minimum(w, h) < self.min_px)
-        out = np.where(small, "short_edge_too_small", None)
-        if self.reject_missing:
-            out = np.where(missing, "missing_size", out)
-        return pa.array(out, pa.string())
+        return [("short_edge_too_small", small)] + ([("missing_size", missing)] if self.reject_missing else [])
 
 
 class MaxAspectRatio(Filter):
@@ -58,12 +50,12 @@ class MaxAspectRatio(Filter):
     def __init__(self, max_ratio: float):
         self.max_ratio = max_ratio
 
-    def reasons(self, batch: pa.Table) -> pa.Array:
+    def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.maximum(w, h) / np.minimum(w, h)
             bad = ~np.isnan(ratio) & (ratio > self.max_ratio)
-        return _where(bad, "aspect_ratio_too_large")
+        return [("aspect_ratio_too_large", bad)]
 
 
 class ScoreThreshold(Filter):
@@ -78,7 +70,7 @@ class ScoreThreshold(Filter):
         self.reject_missing = reject_missing
         self.name = f"{column}_threshold"
 
-    def reasons(self, batch: pa.Table) -> pa.Array:
+    def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         v = _floats(batch, self.column)
         missing = np.isnan(v)
         with np.errstate(invalid="ignore"):
@@ -86,10 +78,8 @@ class ScoreThreshold(Filter):
                 bad, why = v > self.max_value, f"{self.column}_above_max"
             else:
                 bad, why = v < self.min_value, f"{self.column}_below_min"
-        out = np.where(bad & ~missing, why, None)
-        if self.reject_missing:
-            out = np.where(missing, f"{self.column}_missing", out)
-        return pa.array(out, pa.string())
+        out = [(why, bad & ~missing)]
+        return out + [(f"{self.column}_missing", missing)] if self.reject_missing else out
 
 
 class CaptionLength(Filter):
@@ -98,14 +88,8 @@ class CaptionLength(Filter):
     def __init__(self, min_chars: int = 1, max_chars: int = 4096):
         self.min_chars, self.max_chars = min_chars, max_chars
 
-    def reasons(self, batch: pa.Table) -> pa.Array:
-        caps = batch.column("caption")
-        stripped = pc.utf8_trim_whitespace(pc.fill_null(caps, ""))
-        n = pc.utf8_length(stripped).to_numpy(zero_copy_only=False)
-        out = np.where(n == 0, "empty_caption", np.where(n < self.min_chars, "caption_too_short",
-                                                        np.where(n > self.max_chars, "caption_too_long", None)))
-        return pa.array(out, pa.string())
-
-
-def is_nan(x: float | None) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
+        stripped = pc.utf8_trim_whitespace(pc.fill_null(batch.column("caption"), ""))
+        n = pc.utf8_length(stripped).to_numpy()
+        return [("empty_caption", n == 0), ("caption_too_short", n < self.min_chars),
+                ("caption_too_long", n > self.max_chars)]
