@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
                    help="override a config field (repeatable)")
     b.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
+    b.add_argument("--engine", choices=["ray", "beam"], default="ray",
+                   help="engine for the metadata stage (the other stages always run on Ray)")
+    b.add_argument("--beam-runner", default=None,
+                   help="Beam runner (default: FnApiRunner, the DirectRunner's local engine, multi-process)")
+    b.add_argument("--beam-option", dest="beam_options", action="append", default=[], metavar="K=V",
+                   help="Beam pipeline option passed through unchanged (repeatable), e.g. flink_master=host:8081")
     _add_engine_args(b)
 
     s = sub.add_parser("sample-laion", help="generate LAION-format sample data")

@@ -38,8 +38,15 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
             raise ConfigError(f"--stages: unknown stage(s) {unknown}; {pipeline} has {list(mod.STAGES)}")
     write_build_json(out, pipeline, {**cfg.model_dump(mode="json", by_alias=True)}, recipe.seed, sys.argv)
     t0 = time.perf_counter()
+    stage_engines = {}
+    if getattr(args, "engine", "ray") == "beam":
+        if "metadata" not in mod.STAGES:
+            raise ConfigError(f"--engine beam runs the metadata stage; {pipeline} has none")
+        from orchestration.beam_engine import BeamEngine
+
+        stage_engines["metadata"] = BeamEngine(args.beam_runner, args.beam_options, args.num_cpus)
     with _engine(args, recipe) as engine:
-        results = mod.run(cfg, out, engine, stages)
+        results = mod.run(cfg, out, engine, stages, stage_engines)
     text = report.write(out, list(mod.STAGES))
     print(f"\nrun report ({time.perf_counter() - t0:.1f}s) -> {out / 'report.txt'}\n{text}")
     bad = [s for s, st in results.items() if not st.get("balanced", True)]

@@ -64,12 +64,20 @@ class StageFolder:
             os.fsync(f.fileno())
 
     def finish(self, entries: Iterable[dict[str, Any]], extra_steps: dict[str, StepStats] | None = None,
-               seconds: float = 0.0, info: dict[str, Any] | None = None) -> dict[str, Any]:
+               seconds: float = 0.0, info: dict[str, Any] | None = None,
+               steps: dict[str, StepStats] | None = None) -> dict[str, Any]:
         """Rewrite the manifest in part order, drop the work folder and write `_stats.json`."""
         entries = sorted(entries, key=lambda e: e["part"])
         lines = "".join(json.dumps(e) + "\n" for e in entries)
         write_bytes_atomic(self.manifest_path, lines.encode())
         stats = summarise(self.stage, entries, extra_steps, seconds, info)
+        if steps is not None:
+            # counts reported by the engine itself (Beam metrics) must agree with the shards'
+            derived = {k: (v["rows_in"], v["rows_out"], v["rejects"]) for k, v in stats["steps"].items()}
+            reported = {k: (v.rows_in, v.rows_out, dict(sorted(v.rejects.items()))) for k, v in steps.items()}
+            if derived != reported:
+                raise RuntimeError(f"{self.stage}: engine metrics {reported} disagree with the manifest {derived}")
+            stats["steps"] = stats_to_json(steps)
         if self.work.exists():
             shutil.rmtree(self.work)
         write_bytes_atomic(self.stats_path, json.dumps(stats, indent=2).encode())

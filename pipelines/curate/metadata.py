@@ -24,7 +24,7 @@ from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_
 from transforms.keys import key_for
 from transforms.laion_columns import MissingColumnsError, normalise
 from transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
-from transforms.step import Step, StepChain, StepStats, reject, stats_to_json
+from transforms.step import Step, StepChain, StepStats, merge_stats, reject, stats_from_json, stats_to_json
 from transforms.url_safety import normalise_url
 
 STAGE = "metadata"
@@ -209,6 +209,21 @@ def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
     if cfg.metadata.dedup_urls and not dups_dir.exists():
         files = sorted((folder.work / "urls").glob("part-*.parquet"))
         run_exact(engine, files, "url_norm", "duplicate_url", dups_dir, desc="metadata: URL dedup")
+    earlier = folder.entries()
+    desc = "metadata: write shards"
     final = run_parts(engine, folder, parts, lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]], dups_dir),
-                      num_cpus=0.5, desc="metadata: write shards")
-    return folder.finish(final.values(), None, time.perf_counter() - t0)
+                      num_cpus=0.5, desc=desc)
+    steps = engine_steps(engine, desc, [e for k, e in earlier.items() if k in by_id])
+    return folder.finish(final.values(), None, time.perf_counter() - t0, {"engine": type(engine).__name__}, steps)
+
+
+def engine_steps(engine: Engine, desc: str, earlier: list[dict[str, Any]]) -> dict[str, StepStats] | None:
+    """Step counts as the engine measured them (Beam metrics), plus parts finished by an
+    earlier, interrupted run; None when the engine keeps no metrics of its own."""
+    metrics = getattr(engine, "step_metrics", {}).get(desc)
+    if metrics is None:
+        return None
+    steps = {name: StepStats(st.rows_in, st.rows_out, Counter(st.rejects), st.seconds) for name, st in metrics.items()}
+    for e in earlier:
+        merge_stats(steps, stats_from_json(e.get("stats", {})))
+    return steps

@@ -15,9 +15,12 @@ STAGES: dict[str, Callable[[CurateConfig, Path, Engine], dict[str, Any]]] = {
 }
 
 
-def run(cfg: CurateConfig, out: Path, engine: Engine, stages: list[str] | None = None) -> dict[str, dict[str, Any]]:
+def run(cfg: CurateConfig, out: Path, engine: Engine, stages: list[str] | None = None,
+        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the stages in order; `stage_engines` may give a stage its own engine (the metadata
+    stage on Beam, the rest on Ray)."""
     results: dict[str, dict[str, Any]] = {}
     for name, fn in STAGES.items():
         if stages is None or name in stages:
-            results[name] = fn(cfg, out, engine)
+            results[name] = fn(cfg, out, (stage_engines or {}).get(name, engine))
     return results
