@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.atomic import write_bytes_atomic
+from pipelines.atomic import staging_dir, write_bytes_atomic
 from transforms.step import StepStats
 
 NAMESPACE = "fusionweave"
@@ -89,12 +89,7 @@ class BeamEngine:
                     fn: Callable[[pa.Table], pa.Table], out_dir: Path, *, desc: str) -> None:
         import apache_beam as beam
 
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = staging_dir(out_dir)
         if paths:
             def build(p: Any) -> None:
                 _ = (p | f"files: {desc}" >> beam.Create([str(x) for x in paths], reshuffle=True)

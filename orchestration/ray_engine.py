@@ -8,12 +8,13 @@ import gc
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+
+from pipelines.atomic import staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,7 @@ class RayEngine:
         import ray
 
         self.start()
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = staging_dir(out_dir)
         if paths:
             import pyarrow.parquet as pq
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -47,3 +48,14 @@ def clean_tmp(folder: Path) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty `FINAL.tmp` folder to fill and then rename to `final` (a folder published whole)."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp

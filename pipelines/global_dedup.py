@@ -2,6 +2,7 @@
 pure rules of transforms/dedup.py run on each group."""
 from __future__ import annotations
 
+import time
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipelines.engine import Engine
+from transforms.step import REJECT_REASON, StepStats, reject
 from transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
 
 DUPS_WITH_PART = DUP_SCHEMA.append(pa.field("part", pa.string()))
@@ -72,3 +74,20 @@ def dups_for_part(out_dir: Path, part: str) -> pa.Table:
     t = pads.dataset([str(f) for f in files], format="parquet", schema=DUPS_WITH_PART).to_table(
         filter=pc.field("part") == part)
     return earliest_per_ord(t.drop_columns(["part"]).cast(DUP_SCHEMA))
+
+
+def apply_dups(t: pa.Table, step: str, dups: pa.Table) -> tuple[pa.Table, StepStats]:
+    """Mark the rows named in `dups` (by ord) as rejected by `step`, counting as a step would.
+    Rows rejected earlier keep their first reason and are not counted again."""
+    t0 = time.perf_counter()
+    of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
+    reason_of = dict(zip(dups.column("ord").to_pylist(), dups.column("reason").to_pylist()))
+    alive = t.column(REJECT_REASON).is_null().to_pylist() if REJECT_REASON in t.column_names else [True] * t.num_rows
+    ords = t.column("ord").to_pylist()
+    hit = [a and o in of for a, o in zip(alive, ords)]
+    t = reject(t, step, [reason_of[o] if h else None for h, o in zip(hit, ords)],
+               [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])
+    n_in = sum(alive)
+    st = StepStats(rows_in=n_in, rows_out=n_in - sum(hit), seconds=time.perf_counter() - t0)
+    st.rejects.update(reason_of[o] for h, o in zip(hit, ords) if h)
+    return t, st

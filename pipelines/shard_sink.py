@@ -108,5 +108,5 @@ def write_rejects(stage_dir: Path, name: str, table: pa.Table) -> str | None:
     if table.num_rows == 0:
         return None
     rel = f"_rejects/{name}.parquet"
-    write_parquet(stage_dir / rel, table.sort_by("key") if table.num_rows else table)
+    write_parquet(stage_dir / rel, table.sort_by("key"))
     return rel

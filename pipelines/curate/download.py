@@ -86,7 +86,8 @@ def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) 
                             "url": by_key[k]["url"]})
     for k in by_key.keys() - seen:  # img2dataset never dropped a row in testing; if it ever does, say so
         rejects.append({"key": k, "step": "img2dataset", "reason": "lost_by_downloader", "url": by_key[k]["url"]})
-    kept = [r for r in rows.to_pylist() if r["key"] in images and r["key"] not in {x["key"] for x in rejects}]
+    rejected_keys = {x["key"] for x in rejects}
+    kept = [r for r in rows.to_pylist() if r["key"] in images and r["key"] not in rejected_keys]
 
     def samples() -> Any:
         for r in kept:

@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 from pipelines.build_folder import StageFolder
 from pipelines.curate.config import CurateConfig
 from pipelines.engine import Engine
-from pipelines.global_dedup import bucket_of, dups_for_part, run_exact
+from pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
 from pipelines.partitioned import run_parts
 from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects
 from transforms.keys import key_for
 from transforms.laion_columns import MissingColumnsError, normalise
 from transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
-from transforms.step import Step, StepChain, StepStats, merge_stats, reject, stats_from_json, stats_to_json
+from transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats, stats_from_json, stats_to_json
 from transforms.url_safety import normalise_url
 
 STAGE = "metadata"
@@ -136,10 +136,7 @@ def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
     t = _with_identity(t, part)
     kept, rejected, stats = build_chain(cfg)(t)
     # keep every row in the work file: reject marks travel with it
-    everything = pa.concat_tables([kept.append_column("_reject_step", pa.nulls(kept.num_rows, pa.string()))
-                                  .append_column("_reject_reason", pa.nulls(kept.num_rows, pa.string()))
-                                  .append_column("_reject_detail", pa.nulls(kept.num_rows, pa.string())),
-                                   rejected], promote_options="permissive")
+    everything = pa.concat_tables([ensure_reject_columns(kept), rejected], promote_options="permissive")
     everything = everything.append_column("part", pa.array([part["part"]] * everything.num_rows, pa.string()))
     everything = everything.append_column("bucket", bucket_of(everything.column("url_norm").to_pylist(),
                                                               cfg.metadata.dedup_buckets))
@@ -171,18 +168,8 @@ def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pa
     t = pq.read_table(folder.work / "filtered" / f"part-{part['part']}.parquet")
     stats = dict(pass1["stats"])
     if cfg.metadata.dedup_urls:
-        t0 = time.perf_counter()
-        dups = dups_for_part(dups_dir, part["part"])
-        reason_of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
-        ords = t.column("ord").to_pylist()
-        already = t.column("_reject_reason").is_valid().to_pylist()
-        t = reject(t, "url_dedup", ["duplicate_url" if o in reason_of else None for o in ords],
-                   [f"same URL as {reason_of[o]}" if o in reason_of else None for o in ords])
-        n_in = already.count(False)
-        st = StepStats(rows_in=n_in, rows_out=n_in - len(reason_of), seconds=time.perf_counter() - t0)
-        if reason_of:
-            st.rejects["duplicate_url"] = len(reason_of)
-        stats["url_dedup"] = st.to_dict()
+        t, url_stats = apply_dups(t, "url_dedup", dups_for_part(dups_dir, part["part"]))
+        stats["url_dedup"] = url_stats.to_dict()
     mask = pc.is_valid(t.column("_reject_reason"))
     kept = t.filter(pc.invert(mask)).select(OUTPUT_COLUMNS).sort_by("ord")
     rej = rejects_table(t.filter(mask), STAGE)

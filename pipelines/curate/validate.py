@@ -20,13 +20,13 @@ from pipelines.build_folder import StageFolder
 from pipelines.curate import download
 from pipelines.curate.config import CurateConfig
 from pipelines.engine import Engine
-from pipelines.global_dedup import band_rows, bucket_of, dups_for_part, run_exact, run_near
+from pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
 from pipelines.partitioned import run_parts
 from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
 from pipelines.shard_source import Broken, Sample, iter_shard
 from transforms.image_steps import DecodeValidate
 from transforms.image_validate import ImageLimits
-from transforms.step import StepChain, StepStats, merge_stats, reject, stats_from_json, stats_to_json
+from transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
 
 STAGE = "validate"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")
@@ -99,21 +99,6 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
             "stats": stats_to_json(stats), "seconds": time.perf_counter() - t0}
 
 
-def _dedup_step(t: pa.Table, step: str, dups: pa.Table) -> tuple[pa.Table, StepStats]:
-    t0 = time.perf_counter()
-    of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
-    reason = dups.column("reason")[0].as_py() if dups.num_rows else None
-    alive = t.column("_reject_reason").is_null().to_pylist() if "_reject_reason" in t.column_names else [True] * t.num_rows
-    ords = t.column("ord").to_pylist()
-    hit = [a and o in of for a, o in zip(alive, ords)]
-    t = reject(t, step, [reason if h else None for h in hit], [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])
-    n_in = sum(alive)
-    st = StepStats(rows_in=n_in, rows_out=n_in - sum(hit), seconds=time.perf_counter() - t0)
-    if sum(hit):
-        st.rejects[reason] = sum(hit)
-    return t, st
-
-
 def _json_member(r: dict[str, Any]) -> dict[str, Any]:
     src = json.loads(r["meta"])
     return {"key": r["key"], "url": r["url"], "ord": r["ord"], "width": r["width"], "height": r["height"],
@@ -127,9 +112,9 @@ def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pa
     t = pq.read_table(folder.work / "decoded" / f"part-{p}.parquet")
     stats = stats_from_json(pass1["stats"])
     if cfg.validate_.dedup_sha256:
-        t, stats["dedup_sha256"] = _dedup_step(t, "dedup_sha256", dups_for_part(folder.work / "sha_dups", p))
+        t, stats["dedup_sha256"] = apply_dups(t, "dedup_sha256", dups_for_part(folder.work / "sha_dups", p))
     if cfg.validate_.near_dup:
-        t, stats["near_dedup"] = _dedup_step(t, "near_dedup", dups_for_part(folder.work / "near_dups", p))
+        t, stats["near_dedup"] = apply_dups(t, "near_dedup", dups_for_part(folder.work / "near_dups", p))
     if "_reject_reason" in t.column_names:
         mask = t.column("_reject_reason").is_valid()
         rej = rejects_table(t.filter(mask), STAGE)
@@ -177,5 +162,3 @@ def run(cfg: CurateConfig, out: Path, engine: Engine, parts: list[dict[str, Any]
                       num_cpus=cpus, desc="validate: write shards")
     return folder.finish(final.values(), None, time.perf_counter() - t0)
 
-
-__all__ = ["run", "plan", "STAGE", "merge_stats"]
