@@ -42,7 +42,8 @@ def code_revision() -> str | None:
     return None
 
 
-def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str]) -> dict[str, Any]:
+def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],
+                     card: dict[str, Any] | None = None, stages: list[str] | None = None) -> dict[str, Any]:
     """Write build.json, or check it: resuming into a folder built with another config would
     mix two datasets, so that is refused."""
     path = out / "build.json"
@@ -55,7 +56,9 @@ def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int
     else:
         old = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     info = {**old, "seed": seed, "versions": versions(), "code_revision": code_revision(), "argv": argv,
-            "pipelines": {**old.get("pipelines", {}), pipeline: config}}
+            "pipelines": {**old.get("pipelines", {}), pipeline: config}, "card": card or old.get("card") or {}}
+    if stages:
+        info["outputs"] = {**old.get("outputs", {}), pipeline: {"stages": stages, "final": stages[-1]}}
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
     return info

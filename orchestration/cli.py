@@ -58,11 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="print the run report of a build folder")
     r.add_argument("out", type=Path)
+
+    c = sub.add_parser("card", help="render OUT/README.md, the dataset card, from the build's statistics")
+    c.add_argument("out", type=Path)
+
+    v = sub.add_parser("verify", help="check every shard against its manifest and every stage's accounting")
+    v.add_argument("out", type=Path)
+
+    pb = sub.add_parser("publish", help="upload a verified build to a Hugging Face dataset repo")
+    pb.add_argument("out", type=Path)
+    pb.add_argument("--repo", required=True, help="ORG/NAME")
+    pb.add_argument("--private", action="store_true")
+    pb.add_argument("--revision", default=None, help="branch to upload to (created if missing)")
+    pb.add_argument("--dry-run", action="store_true", help="list every file and its size, upload nothing")
+    pb.add_argument("--include-intermediate", action="store_true", help="also upload the shards of earlier stages")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     from orchestration import commands
     from orchestration.build_info import ConfigMismatch

@@ -36,7 +36,8 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
         unknown = [s for s in stages if s not in mod.STAGES]
         if unknown:
             raise ConfigError(f"--stages: unknown stage(s) {unknown}; {pipeline} has {list(mod.STAGES)}")
-    write_build_json(out, pipeline, {**cfg.model_dump(mode="json", by_alias=True)}, recipe.seed, sys.argv)
+    write_build_json(out, pipeline, cfg.model_dump(mode="json", by_alias=True), recipe.seed, sys.argv,
+                     card=recipe.card.model_dump(), stages=list(mod.STAGES))
     t0 = time.perf_counter()
     stage_engines = {}
     if getattr(args, "engine", "ray") == "beam":
@@ -101,8 +102,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
         recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
                                                           *args.overrides])
         run_build("curate", recipe, out / "build", args)
+    from datasets_cards.card import render
+    from datasets_cards.verify import verify
+
+    card = render(out / "build")
+    problems = verify(out / "build", _stage_order(out / "build"))
     print(f"\ndemo finished: curated shards in {out / 'build' / 'validate'}, rejects in each stage's _rejects/, "
-          f"report in {out / 'build' / 'report.txt'}")
+          f"report in {out / 'build' / 'report.txt'}, dataset card {card}; verify: "
+          + ("ok" if not problems else f"{len(problems)} problem(s): {problems[:3]}"))
+    return 1 if problems else 0
+
+
+def _stage_order(out: Path) -> list[str]:
+    from datasets_cards.card import build_outputs
+
+    path = out / "build.json"
+    build = json.loads(path.read_text()) if path.exists() else {}
+    return [s for _, stages, _ in build_outputs(build) for s in stages]
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from datasets_cards.card import CardError, render
+
+    try:
+        path = render(args.out)
+    except CardError as err:
+        print(f"fusionweave card: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from datasets_cards.verify import verify
+
+    problems = verify(args.out, _stage_order(args.out))
+    if problems:
+        print(f"{args.out}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: ok (every shard matches its manifest; every stage balances)")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from datasets_cards.publish import PublishError, publish
+
+    try:
+        res = publish(args.out, args.repo, private=args.private, revision=args.revision, dry_run=args.dry_run,
+                      include_intermediate=args.include_intermediate)
+    except PublishError as err:
+        print(f"fusionweave publish: {err}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        for rel, size in res["files"]:
+            print(f"{size:>14,}  {rel}")
+        print(f"{len(res['files'])} files, {res['bytes']:,} bytes would be uploaded to datasets/{args.repo} (dry run)")
+    else:
+        print(f"published {len(res['files'])} files to datasets/{args.repo} (commit {res.get('commit')})")
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from datasets_cards.config import CardConfig
 from pipelines.curate.config import CurateConfig
 
 
@@ -27,6 +28,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = 0
     ray: RayConfig = RayConfig()
+    card: CardConfig = CardConfig()
     curate: CurateConfig | None = None
 
 

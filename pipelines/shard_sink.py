@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,6 +30,17 @@ def shard_name(index: int, ext: str = "tar") -> str:
     return f"shard-{index:06d}.{ext}"
 
 
+def strict_json(v: Any) -> Any:
+    """NaN and infinities are not JSON: strict readers reject them, so they become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: strict_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [strict_json(x) for x in v]
+    return v
+
+
 def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Members as bytes: str -> utf-8, dict/list -> sorted compact JSON (deterministic)."""
     out: dict[str, Any] = {"__key__": sample["__key__"]}
@@ -40,7 +52,8 @@ def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, str):
             out[k] = v.encode("utf-8")
         elif isinstance(v, (dict, list)):
-            out[k] = json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            out[k] = json.dumps(strict_json(v), sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                allow_nan=False).encode("utf-8")
         else:
             raise TypeError(f"member {k!r} of {sample['__key__']!r} has unsupported type {type(v).__name__}")
     return out

@@ -1,0 +1,157 @@
+"""`fusionweave card OUT`: a dataset card written from what the build really did."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from datasets_cards import plots
+from datasets_cards.config import CardConfig
+from datasets_cards.hub_values import check, size_category
+from datasets_cards.structure import caption_lengths_and_sizes, describe
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import STATS
+
+PLOTS = "_card"
+LAION_TERMS = (
+    "The images were selected from LAION metadata. LAION releases its metadata (URLs and alt-texts) under "
+    "CC-BY 4.0; the images themselves stay the property of their owners and were fetched from their original "
+    "URLs. This dataset is meant for research; honour takedown requests and the LAION terms of use. Downloads "
+    "honoured X-Robots-Tag opt-outs ({directives}) and refused private and cloud-metadata addresses."
+)
+CITATIONS = {
+    "curate": """@inproceedings{schuhmann2022laion5b,
+  title={LAION-5B: An open large-scale dataset for training next generation image-text models},
+  author={Schuhmann, Christoph and others},
+  booktitle={NeurIPS Datasets and Benchmarks},
+  year={2022}
+}""",
+}
+
+
+class CardError(ValueError):
+    pass
+
+
+def _stage_stats(out: Path, stages: list[str]) -> dict[str, dict[str, Any]]:
+    return {s: json.loads((out / s / STATS).read_text()) for s in stages if (out / s / STATS).exists()}
+
+
+def build_outputs(build: dict[str, Any]) -> list[tuple[str, list[str], str]]:
+    """(pipeline, its stages, its final stage) for every pipeline recorded in build.json."""
+    return [(name, o["stages"], o["final"]) for name, o in build.get("outputs", {}).items()]
+
+
+def render(out: str | Path) -> Path:
+    """Write OUT/README.md (and OUT/_card/*.png). Raises CardError if the card does not validate."""
+    out = Path(out)
+    build_path = out / "build.json"
+    if not build_path.exists():
+        raise CardError(f"{out} has no build.json: not a fusionweave build folder")
+    build = json.loads(build_path.read_text())
+    cfg = CardConfig.model_validate(build.get("card") or {})
+    outputs = build_outputs(build)
+    if not outputs:
+        raise CardError(f"{build_path} records no finished pipeline outputs")
+    stats_all: dict[str, dict[str, Any]] = {}
+    configs, total, shards = [], 0, []
+    for name, stages, final in outputs:
+        stats_all.update(_stage_stats(out, stages))
+        if final not in stats_all:
+            raise CardError(f"{name}: final stage {final!r} has not finished; nothing to describe")
+        total += stats_all[final]["rows_out"]
+        shards += sorted((out / final).glob("shard-*.tar"))
+        configs.append({"config_name": "default" if len(outputs) == 1 else name,
+                        "data_files": [{"split": "train", "path": f"{final}/shard-*.tar"}]})
+    pretty = cfg.pretty_name or f"{out.resolve().name} ({', '.join(n for n, _, _ in outputs)})"
+    meta = DatasetCardData(
+        pretty_name=pretty, license=cfg.license, language=cfg.language, task_categories=cfg.task_categories,
+        size_categories=[size_category(total)], tags=cfg.tags, configs=configs,
+    )
+    meta_dict = meta.to_dict()
+    problems = check(meta_dict)
+    if problems:
+        raise CardError("dataset card metadata does not validate:\n  " + "\n  ".join(problems))
+    structure = describe(shards)
+    words, sizes = caption_lengths_and_sizes(shards)
+    rejects = Counter()
+    for st in stats_all.values():
+        rejects.update(st.get("rejects_by_reason", {}))
+    figs = {
+        "caption lengths": plots.caption_lengths(words, out / PLOTS / "caption_lengths.png"),
+        "image sizes": plots.image_sizes(sizes, out / PLOTS / "image_sizes.png"),
+        "rejects by reason": plots.rejects_by_reason(rejects, out / PLOTS / "rejects_by_reason.png"),
+    }
+    body = _body(out, build, cfg, outputs, stats_all, structure, words, figs, total)
+    content = f"---\n{meta.to_yaml()}\n---\n{body}"
+    card = DatasetCard(content)  # parses the YAML header back: a broken header raises here
+    if card.data.to_dict() != meta_dict:
+        raise CardError("the rendered card's metadata does not round-trip")
+    path = out / "README.md"
+    write_bytes_atomic(path, content.encode())
+    return path
+
+
+def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple[str, list[str], str]],
+          stats_all: dict[str, dict[str, Any]], structure: dict[str, Any], words: list[int],
+          figs: dict[str, Path | None], total: int) -> str:
+    names = ", ".join(n for n, _, _ in outputs)
+    lines = [f"# {cfg.pretty_name or out.resolve().name}", ""]
+    lines += [cfg.summary or (f"Built with fusionweave ({names}): {total:,} samples in WebDataset shards, "
+                             "with every dropped row recorded with its reason."), ""]
+    lines += ["## Loading", "", "```python", "from datasets import load_dataset",
+              "ds = load_dataset(\"ORG/NAME\", split=\"train\")  # or data_files={\"train\": \"" +
+              f"{outputs[-1][2]}/shard-*.tar\"}} on a local copy", "```", ""]
+    lines += ["## Sample structure", "", f"Read from {structure['samples_read']} samples.", "",
+              "| member | kind | present in |", "|---|---|---|"]
+    for ext, m in structure["members"].items():
+        lines.append(f"| `KEY.{ext}` | {m['kind']} | {m['present_in']} of {structure['samples_read']} |")
+    for ext, fields in structure["json_fields"].items():
+        lines += ["", f"Fields of `{ext}`:", "", "| field | type |", "|---|---|"]
+        lines += [f"| `{k}` | {' or '.join(v)} |" for k, v in fields.items()]
+    lines += ["", "## How it was built", ""]
+    for name, stages, _ in outputs:
+        lines += [f"Pipeline `{name}`, stages in order (each reads the previous one's output):", "",
+                  "| stage | rows in | kept | rejected | shards |", "|---|---|---|---|---|"]
+        for s in stages:
+            if s in stats_all:
+                st = stats_all[s]
+                lines.append(f"| {s} | {st['rows_in']:,} | {st['rows_out']:,} | {st['rejected']:,} | {st['shards']} |")
+        lines += ["", "Steps and their rejects:", "", "| stage | step | rows in | rows out | rejects by reason |",
+                  "|---|---|---|---|---|"]
+        for s in stages:
+            for step, ss in stats_all.get(s, {}).get("steps", {}).items():
+                rej = ", ".join(f"{r}: {n:,}" for r, n in ss["rejects"].items()) or "-"
+                lines.append(f"| {s} | {step} | {ss['rows_in']:,} | {ss['rows_out']:,} | {rej} |")
+        lines += ["", "Settings (thresholds and models) as resolved for this build:", "", "```yaml",
+                  yaml.safe_dump(build.get("pipelines", {}).get(name, {}), sort_keys=False).strip(), "```", ""]
+    models = build.get("models") or {}
+    lines += ["Models: " + (", ".join(f"`{k}` {v}" for k, v in models.items()) if models else
+                            "none (this build uses no learned model)"), ""]
+    v = build.get("versions", {})
+    lines += [f"Software: fusionweave {v.get('fusionweave')}, code revision `{build.get('code_revision')}`, "
+              f"Ray {v.get('ray')}, img2dataset {v.get('img2dataset')}, webdataset {v.get('webdataset')}, "
+              f"pyarrow {v.get('pyarrow')}; seed {build.get('seed')}.", ""]
+    lines += ["## Statistics", ""]
+    if words:
+        words_sorted = sorted(words)
+        lines.append(f"Captions: mean {sum(words) / len(words):.1f} words, median {words_sorted[len(words) // 2]} "
+                     f"({len(words):,} samples).")
+        lines.append("")
+    for title, p in figs.items():
+        if p is not None:
+            lines += [f"![{title}]({PLOTS}/{p.name})", ""]
+    lines += ["## Provenance and license", "", f"License of this dataset card and metadata: `{cfg.license}`.", ""]
+    if "curate" in (n for n, _, _ in outputs):
+        dl = build.get("pipelines", {}).get("curate", {}).get("download", {})
+        lines += [LAION_TERMS.format(directives=", ".join(dl.get("disallowed_header_directives", [])) or "none"), ""]
+    lines += ["Every dropped row is listed in its stage's `_rejects/*.parquet` (key, stage, step, reason, detail, url); "
+              "every shard's sha256 and sample count are in its stage's `_manifest.jsonl`.", ""]
+    cites = [cfg.citation] if cfg.citation else [CITATIONS[n] for n, _, _ in outputs if n in CITATIONS]
+    if cites:
+        lines += ["## Citation", "", "```bibtex", *cites, "```", ""]
+    return "\n".join(lines)
