@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -161,12 +162,14 @@ def _step_stats(result: Any, desc: str) -> dict[str, StepStats]:
 
 def _split_by_group(path: str, columns: list[str], group_col: str) -> Iterator[tuple[Any, pa.Table]]:
     t = pq.read_table(path, columns=columns).sort_by(group_col)
-    values = t.column(group_col).to_pylist()
-    start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            yield values[start], t.slice(start, i - start)
-            start = i
+    values = t.column(group_col).to_numpy()
+    if len(values) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for a, b in zip(starts, ends):
+        # `take` copies: a pickled slice would carry the whole file's buffers with it
+        yield values[a].item(), t.take(pa.array(np.arange(a, b)))
 
 
 def _apply_group(kv: tuple[Any, list[pa.Table]], fn: Callable[[pa.Table], pa.Table]) -> Iterator[tuple[int, pa.Table]]:
