@@ -62,3 +62,26 @@ def test_normalise_url():
 def test_parse_ip_rejects_names():
     assert parse_ip("example.com") is None
     assert str(parse_ip("0x7f.1")) == "127.0.0.1"
+
+
+def test_fast_path_agrees_with_urlsplit():
+    from transforms.url_safety import _normalise_general
+
+    urls = ["http://Example.com/a?b=1#f", "HTTPS://x.org:443", "https://x.org:8443/p", "http://x.org?q", "http://x.org#f",
+            "http://a.b.c/%20x", "http://10.0.0.1/x", "http://127.0.0.1:8000/img.jpg", "https://x.org:99999/",
+            "http://x.org./p", "http://[::1]/a", "http://u@x.org/", "http://x_y.org/a"]
+    for u in urls:
+        try:
+            slow = _normalise_general(u.strip())
+        except ValueError:
+            slow = "error"
+        try:
+            fast = normalise_url(u)
+        except ValueError:
+            fast = "error"
+        assert fast == slow, u
+    from transforms.url_safety import _refusal_general
+
+    for p in (AddressPolicy(allowed=("127.0.0.1",)), AddressPolicy()):
+        for u in urls:
+            assert url_refusal(u, p) == _refusal_general(u, p), u

@@ -5,7 +5,9 @@ address a host resolves to, right before connecting (see pipelines/curate/safe_h
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,7 +37,11 @@ class AddressPolicy:
         return False
 
     def address_refusal(self, host: str) -> str | None:
-        """Reason to refuse a host name or IP literal, or None. No resolution happens here."""
+        """Reason to refuse a host name or IP literal, or None. No resolution happens here.
+        Cached per (policy, host): web-scale URL lists repeat the same hosts millions of times."""
+        return _address_refusal(self, host)
+
+    def _decide(self, host: str) -> str | None:
         host = host.lower().strip("[]").rstrip(".")
         if self._allowed_explicitly(host):
             return None
@@ -51,6 +57,11 @@ class AddressPolicy:
                 return "metadata_address" if not self.allow_private else None
             return None if self.allow_private else "private_address"
         return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _address_refusal(policy: AddressPolicy, host: str) -> str | None:
+    return policy._decide(host)
 
 
 def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -86,10 +97,28 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value) if value < 2**32 else None
 
 
+# the common case, parsed with one regex instead of urlsplit: http(s), a plain host (no
+# userinfo, no IPv6 brackets), an optional port. Anything else takes the general path.
+_SIMPLE = re.compile(r"(?i)(https?)://([a-z0-9._~%!$&'()*+,;=-]+)(?::(\d{1,5}))?(?=[/?#]|$)")
+
+
 def normalise_url(url: str) -> str:
     """Canonical form used for exact URL dedup: lower-case scheme and host, no default port,
     no fragment, surrounding whitespace removed. Path and query are kept as written."""
-    parts = urlsplit(url.strip())
+    u = url.strip()
+    m = _SIMPLE.match(u)
+    if m and (m.group(3) is None or int(m.group(3)) <= 65535):
+        scheme, host, port = m.group(1).lower(), m.group(2).lower().rstrip("."), m.group(3)
+        rest = u[m.end():].split("#", 1)[0]
+        netloc = host if port is None or DEFAULT_PORTS[scheme] == int(port) else f"{host}:{int(port)}"
+        if not rest.startswith("/"):
+            rest = "/" + rest
+        return f"{scheme}://{netloc}{rest}"
+    return _normalise_general(u)
+
+
+def _normalise_general(url: str) -> str:
+    parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").rstrip(".")
     port = parts.port
@@ -103,6 +132,13 @@ def url_refusal(url: str | None, policy: AddressPolicy) -> str | None:
     """Reason this URL may not be downloaded, or None. Never resolves or connects."""
     if url is None or not url.strip():
         return "missing_url"
+    m = _SIMPLE.match(url.strip())
+    if m and (m.group(3) is None or int(m.group(3)) <= 65535):
+        return policy.address_refusal(m.group(2))
+    return _refusal_general(url, policy)
+
+
+def _refusal_general(url: str, policy: AddressPolicy) -> str | None:
     try:
         parts = urlsplit(url.strip())
         _ = parts.port  # raises on a malformed port
