@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def laion_parquet(path: Path, rows: int, seed: int = 0, dup_rate: float = 0.02) -> Path:

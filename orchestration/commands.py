@@ -97,7 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if out.exists():
         shutil.rmtree(out)
     data.mkdir(parents=True)
-    with SampleServer(data, slow_seconds=3.0) as srv:
+    with SampleServer(data, slow_seconds=12.0) as srv:
         generate(args.n, data, seed=0, base_url=srv.base_url)
         recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
                                                           *args.overrides])

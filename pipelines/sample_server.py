@@ -55,6 +55,9 @@ def make_handler(root: Path, slow_seconds: float) -> type[BaseHTTPRequestHandler
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # the default backlog of 5 drops connection attempts when many download threads connect at
+    # once; the kernel then retries after a second, which turns into spurious timeouts
+    request_queue_size = 512
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that time out on /slow hang up mid-response; that is the point
 
@@ -62,7 +65,7 @@ class _QuietServer(ThreadingHTTPServer):
 class SampleServer:
     """`with SampleServer(root) as s: s.base_url` serves on 127.0.0.1 only."""
 
-    def __init__(self, root: str | Path, port: int = 0, slow_seconds: float = 5.0):
+    def __init__(self, root: str | Path, port: int = 0, slow_seconds: float = 12.0):
         self.httpd = _QuietServer(("127.0.0.1", port), make_handler(Path(root), slow_seconds))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -14,6 +14,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +36,7 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     from pipelines.sample_server import SampleServer
 
     root = tmp_path_factory.mktemp("laion-sample")
-    with SampleServer(root, slow_seconds=3.0) as srv:
+    with SampleServer(root, slow_seconds=12.0) as srv:
         planted = generate(1000, root, seed=0, base_url=srv.base_url)
         yield root, planted, srv.base_url
 
@@ -45,7 +47,7 @@ def curate_cfg(parquet: Path | list[Path], **overrides: object) -> "object":
     data: dict = {
         "metadata": {"input": parquet if isinstance(parquet, list) else [parquet], "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
-        "download": {"timeout": 1.5, "retries": 0, "thread_count": 16},
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16},
     }
     for dotted, value in overrides.items():
         section, key = dotted.split("__")

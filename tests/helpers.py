@@ -21,7 +21,7 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
         "metadata": {"input": [str(p) for p in (parquet if isinstance(parquet, list) else [parquet])],
                      "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
-        "download": {"timeout": 1.5, "retries": 0, "thread_count": 16},
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16},
     }
     for section, values in curate_overrides.items():
         curate.setdefault(section, {}).update(values)

@@ -31,7 +31,7 @@ def build(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("card-data")
     out = tmp_path_factory.mktemp("card-build") / "out"
-    with SampleServer(root, slow_seconds=3.0) as srv:
+    with SampleServer(root, slow_seconds=12.0) as srv:
         generate(200, root, seed=7, base_url=srv.base_url)
         recipe = write_recipe(root / "c.yaml", root / "laion.parquet")
         data = yaml.safe_load(recipe.read_text())
