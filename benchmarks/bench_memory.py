@@ -65,7 +65,7 @@ def main() -> None:
                                "--out", str(tmp / f"out{n}"), "--stages", "metadata", "--no-progress",
                                "--num-cpus", "2"])
     (a, ta), (b, tb) = results[args.rows], results[args.rows * 10]
-    print(f"metadata stage, peak USS of the process tree (driver + Ray):")
+    print("metadata stage, peak USS of the process tree (driver + Ray):")
     print(f"  {args.rows:>10,} rows: {a:8.0f} MiB  ({ta:.1f}s)")
     print(f"  {args.rows * 10:>10,} rows: {b:8.0f} MiB  ({tb:.1f}s)  ratio {b / a:.2f}x for 10x the input")
 

@@ -51,11 +51,3 @@ def rejects_by_reason(rejects: Counter, path: Path) -> Path | None:
     ax.set_title("Rejects by reason, all stages")
     return _save(fig, path)
 
-
-def counts_by_group(counts: dict[str, int], path: Path, title: str) -> Path | None:
-    if not counts:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(list(counts), list(counts.values()), color="#8172b2")
-    ax.set_title(title)
-    return _save(fig, path)

@@ -71,7 +71,7 @@ class BeamEngine:
 
         if not items:
             return
-        results = Path(items[0].get("_results_dir") or _results_dir(desc))
+        results = Path(_results_dir(desc))
         if results.exists():
             shutil.rmtree(results)
         results.mkdir(parents=True)

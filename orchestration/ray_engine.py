@@ -63,12 +63,6 @@ class RayEngine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @property
-    def total_cpus(self) -> float:
-        import ray
-
-        return float(ray.cluster_resources().get("CPU", 1))
-
     def map_partitions(self, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
                        num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
         import ray

@@ -86,9 +86,6 @@ class StageFolder:
     def stats(self) -> dict[str, Any]:
         return json.loads(self.stats_path.read_text())
 
-    def shards(self) -> list[Path]:
-        return [self.dir / e["shard"] for e in sorted(self.entries().values(), key=lambda e: e["part"]) if e.get("shard")]
-
 
 def summarise(stage: str, entries: list[dict[str, Any]], extra_steps: dict[str, StepStats] | None,
               seconds: float, info: dict[str, Any] | None) -> dict[str, Any]:

@@ -247,6 +247,3 @@ class _RejectState:
 def concat_tables(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
-
-def empty_rejects_like(batch: pa.Table) -> pa.Table:
-    return ensure_reject_columns(batch.slice(0, 0))

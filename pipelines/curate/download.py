@@ -69,7 +69,8 @@ def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) 
     shard_id = int(part["part"])
     base, i2d_stats = _img2dataset_shard(cfg, rows, folder.work / f"dl-{part['part']}", shard_id)
     status = pq.read_table(f"{base}.parquet", columns=["fw_key", "status", "error_message"]).to_pylist()
-    by_key = {r["key"]: r for r in rows.to_pylist()}
+    row_list = rows.to_pylist()
+    by_key = {r["key"]: r for r in row_list}
     images: dict[str, bytes] = {}
     for item in iter_shard(f"{base}.tar"):
         if isinstance(item, Sample) and "json" in item.members:
@@ -87,7 +88,7 @@ def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) 
     for k in by_key.keys() - seen:  # img2dataset never dropped a row in testing; if it ever does, say so
         rejects.append({"key": k, "step": "img2dataset", "reason": "lost_by_downloader", "url": by_key[k]["url"]})
     rejected_keys = {x["key"] for x in rejects}
-    kept = [r for r in rows.to_pylist() if r["key"] in images and r["key"] not in rejected_keys]
+    kept = [r for r in row_list if r["key"] in images and r["key"] not in rejected_keys]
 
     def samples() -> Any:
         for r in kept:

@@ -23,7 +23,7 @@ from pipelines.engine import Engine
 from pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
 from pipelines.partitioned import run_parts
 from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
-from pipelines.shard_source import Broken, Sample, iter_shard
+from pipelines.shard_source import Broken, iter_shard
 from transforms.image_steps import DecodeValidate
 from transforms.image_validate import ImageLimits
 from transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
