@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run a build pipeline")
-    b.add_argument("pipeline", help="curate")
+    b.add_argument("pipeline", help="curate | select")
     b.add_argument("--config", required=True, type=Path, help="YAML recipe")
     b.add_argument("--out", required=True, type=Path, help="build folder")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE")
     _add_engine_args(d)
 
+    t = sub.add_parser("tiny-model", help="write a tiny randomly initialised model (demos and tests; no meaning)")
+    t.add_argument("kind", choices=["clip"])
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--seed", type=int, default=0)
+
     r = sub.add_parser("report", help="print the run report of a build folder")
     r.add_argument("out", type=Path)
 
@@ -79,17 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
+    for noisy in ("faiss.loader", "httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     from orchestration import commands
     from orchestration.build_info import ConfigMismatch
-    from orchestration.config import ConfigError
+    from experts.resolve import ModelNotFound
+    from pipelines.errors import BuildSetupError
 
     try:
         handler: Any = getattr(commands, "cmd_" + args.command.replace("-", "_"))
         return int(handler(args) or 0)
-    except (ConfigError, ConfigMismatch) as err:
+    except (BuildSetupError, ConfigMismatch, ModelNotFound) as err:
         print(f"fusionweave: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

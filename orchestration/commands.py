@@ -13,8 +13,9 @@ from orchestration.build_info import write_build_json
 from orchestration.config import ConfigError, Recipe, load_recipe, section
 from orchestration.ray_engine import RayEngine
 from pipelines.curate import pipeline as curate_pipeline
+from pipelines.select import pipeline as select_pipeline
 
-PIPELINES = {"curate": curate_pipeline}
+PIPELINES = {"curate": curate_pipeline, "select": select_pipeline}
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -32,6 +33,10 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
         raise ConfigError(f"unknown pipeline {pipeline!r}; available: {sorted(PIPELINES)}")
     mod = PIPELINES[pipeline]
     cfg = section(recipe, pipeline)
+    if "seed" in type(cfg).model_fields and cfg.seed is None:
+        cfg = cfg.model_copy(update={"seed": recipe.seed})  # recorded resolved in build.json
+    if hasattr(mod, "check"):
+        mod.check(cfg, out)  # everything knowable before work: inputs, models, sizes
     if stages:
         unknown = [s for s in stages if s not in mod.STAGES]
         if unknown:
@@ -48,7 +53,7 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
         stage_engines["metadata"] = BeamEngine(args.beam_runner, args.beam_options, args.num_cpus)
     with _engine(args, recipe) as engine:
         results = mod.run(cfg, out, engine, stages, stage_engines)
-    text = report.write(out, list(mod.STAGES))
+    text = report.write(out, _stage_order(out))
     print(f"\nrun report ({time.perf_counter() - t0:.1f}s) -> {out / 'report.txt'}\n{text}")
     bad = [s for s, st in results.items() if not st.get("balanced", True)]
     if bad:
@@ -70,6 +75,14 @@ def cmd_sample_laion(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} rows to {args.out / 'laion.parquet'} and images to {args.out / 'images'}")
     print("planted cases (expected reject reason: count): " + json.dumps({k: len(v) for k, v in planted.items()}))
     print(f"serve them with: fusionweave serve {args.out} --port <port of {args.base_url}>")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from experts.tiny_models import TINY_MODELS
+
+    path = TINY_MODELS[args.kind](args.out, seed=args.seed)
+    print(f"wrote a tiny random-weight {args.kind} model to {path} (for demos and tests only)")
     return 0
 
 

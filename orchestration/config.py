@@ -9,9 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datasets_cards.config import CardConfig
 from pipelines.curate.config import CurateConfig
+from pipelines.errors import BuildSetupError
+from pipelines.select.config import SelectConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(BuildSetupError):
     """A recipe problem; the message names the field path and what is wrong."""
 
 
@@ -30,9 +32,10 @@ class Recipe(BaseModel):
     ray: RayConfig = RayConfig()
     card: CardConfig = CardConfig()
     curate: CurateConfig | None = None
+    select: SelectConfig | None = None
 
 
-PIPELINE_SECTIONS = {"curate": "curate"}
+PIPELINE_SECTIONS = {"curate": "curate", "select": "select"}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

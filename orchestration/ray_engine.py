@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from experts.base import ModelStep
 from pipelines.atomic import staging_dir
+from pipelines.engine import Batch
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,33 @@ class RayEngine:
         for row in ds.iter_rows():
             yield json.loads(row["result"])
 
+    def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
+                       step: ModelStep, *, read_cpus: float, desc: str) -> Iterator[Batch]:
+        import ray
+
+        if not items:
+            return
+        self.start()
+
+        def read_items(batch: dict[str, np.ndarray]) -> Iterator[Batch]:
+            for s in batch["item"]:
+                yield from read(json.loads(s))
+            _release_memory()
+
+        res = step.resources
+        ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=len(items))
+        ds = ds.map_batches(read_items, batch_size=1, num_cpus=read_cpus, batch_format="numpy")
+        ds = ds.map_batches(_StepActor, fn_constructor_args=(step,), batch_size=res.batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), num_cpus=res.num_cpus,
+                            num_gpus=res.num_gpus or None, zero_copy_batch=True)
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+    def share(self, value: Any) -> "RayShared":
+        import ray
+
+        self.start()
+        return RayShared(ray.put(value))
+
     def group_apply(self, paths: list[Path], columns: list[str], group_col: str,
                     fn: Callable[[pa.Table], pa.Table], out_dir: Path, *, desc: str) -> None:
         import ray
@@ -105,6 +134,39 @@ class RayEngine:
             ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
             ds.write_parquet(str(tmp))
         tmp.rename(out_dir)
+
+
+class RayShared:
+    def __init__(self, ref: Any):
+        self.ref = ref
+
+    def get(self) -> Any:
+        import ray
+
+        return ray.get(self.ref)  # numpy arrays come back as zero-copy views of shared memory
+
+
+class _StepActor:
+    """One pool worker: the model is set up once and kept for every batch it is given."""
+
+    def __init__(self, step: ModelStep):
+        self.step = step
+        step.setup()
+
+    def __call__(self, batch: Batch) -> Batch:
+        if "_chunk" not in batch:
+            return self.step.process(batch)
+        # batches from the reader may be merged; each reader chunk is processed on its own so
+        # results never depend on how the engine happened to batch (same input, same output)
+        chunks = batch["_chunk"]
+        outs = [self.step.process({k: v[chunks == c] for k, v in batch.items()}) for c in dict.fromkeys(chunks)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+    def __del__(self) -> None:
+        try:
+            self.step.teardown()
+        except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
+            pass
 
 
 def _group_locally(paths: list[Path], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],

@@ -3,9 +3,15 @@ Beam directly; orchestration passes in the engine that implements it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
+import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from experts.base import ModelStep
+
+Batch = dict[str, np.ndarray]
 
 
 class Engine(Protocol):
@@ -18,4 +24,26 @@ class Engine(Protocol):
                     fn: Callable[[pa.Table], pa.Table], out_dir: Path, *, desc: str) -> None:
         """Read `columns` of the parquet `paths`, group rows by `group_col`, apply `fn` to each
         whole group and write what it returns as parquet files under `out_dir`."""
+        ...
+
+
+class Shared(Protocol):
+    """A read-only value every worker can get (Ray: one copy in the object store per node)."""
+
+    def get(self) -> Any:
+        ...
+
+
+class ModelEngine(Engine, Protocol):
+    """An engine that can also run model steps as pools of long-lived workers."""
+
+    def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
+                       step: "ModelStep", *, read_cpus: float, desc: str) -> Iterator[Batch]:
+        """`read` turns each item into batches on CPU workers; `step` (set up once per worker,
+        with the resources it declares) processes them. Yields the processed batches in any
+        order. Rows sharing a `_chunk` value are always processed together, in one call."""
+        ...
+
+    def share(self, value: Any) -> Shared:
+        """Broadcast `value` to the workers."""
         ...

@@ -2,6 +2,7 @@
 names are refused, and a truncated or corrupt tar ends with a record instead of a crash."""
 from __future__ import annotations
 
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -72,3 +73,53 @@ def iter_shard(path: str | Path) -> Iterator[Sample | Broken]:
         yield Broken(key="", reason="broken_tar", detail=f"{type(errors[0]).__name__}: {errors[0]}"[:300])
     if current is not None:
         yield current
+
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")
+
+
+@dataclass
+class ImageSample:
+    """A sample with an image member and a JSON object (possibly empty) as metadata."""
+
+    key: str
+    index: int  # position in the shard
+    image_ext: str
+    members: dict[str, bytes]
+    meta: dict
+
+
+def iter_image_samples(path: str | Path, expected: int | None = None) -> Iterator[ImageSample | dict]:
+    """ImageSamples in tar order, and a reject row (dict: key, step, reason, detail[, url]) for
+    anything that is not one. When the tar breaks, the samples the upstream manifest promised
+    (`expected`) but that could not be read become `broken_tar` rejects, so counts still add up."""
+    seen = 0
+    broken_tar = None
+    for item in iter_shard(path):
+        if isinstance(item, Broken):
+            if item.key == "":
+                broken_tar = item
+            else:
+                seen += 1
+                yield {"key": item.key, "step": "read_shard", "reason": item.reason, "detail": item.detail}
+            continue
+        index, seen = seen, seen + 1
+        img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
+        try:
+            meta = json.loads(item.members.get("json", b"{}"))
+            if not isinstance(meta, dict):
+                raise ValueError("json member is not an object")
+        except ValueError as err:
+            yield {"key": item.key, "step": "read_shard", "reason": "malformed_json", "detail": str(err)[:200]}
+            continue
+        if img_ext is None:
+            yield {"key": item.key, "step": "read_shard", "reason": "missing_image", "url": meta.get("url"),
+                   "detail": f"members: {sorted(item.members)}"}
+            continue
+        yield ImageSample(item.key, index, img_ext, item.members, meta)
+    if broken_tar is not None:
+        missing = max(0, (expected or 0) - seen)
+        stem = Path(path).stem
+        for i in range(max(missing, 1 if expected is None else 0)):
+            yield {"key": f"{stem}#missing-{i}", "step": "read_shard", "reason": "broken_tar",
+                   "detail": broken_tar.detail}

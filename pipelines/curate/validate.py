@@ -23,13 +23,12 @@ from pipelines.engine import Engine
 from pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
 from pipelines.partitioned import run_parts
 from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
-from pipelines.shard_source import Broken, iter_shard
+from pipelines.shard_source import iter_image_samples
 from transforms.image_steps import DecodeValidate
 from transforms.image_validate import ImageLimits
 from transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
 
 STAGE = "validate"
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")
 ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
                         ("meta", pa.string()), ("image", pa.binary())])
 
@@ -45,34 +44,14 @@ def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[
     """Rows for the decode step, and rejects for whatever in the tar is not a usable sample."""
     rows: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    broken_tar = None
-    for item in iter_shard(path):
-        if isinstance(item, Broken):
-            if item.key == "":
-                broken_tar = item
-            else:
-                bad.append({"key": item.key, "step": "read_shard", "reason": item.reason, "detail": item.detail})
+    for item in iter_image_samples(path, expected):
+        if isinstance(item, dict):
+            bad.append(item)
             continue
-        img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
-        try:
-            meta = json.loads(item.members.get("json", b"{}"))
-            if not isinstance(meta, dict):
-                raise ValueError("json member is not an object")
-        except ValueError as err:
-            bad.append({"key": item.key, "step": "read_shard", "reason": "malformed_json", "detail": str(err)[:200]})
-            continue
-        if img_ext is None:
-            bad.append({"key": item.key, "step": "read_shard", "reason": "missing_image", "url": meta.get("url"),
-                        "detail": f"members: {sorted(item.members)}"})
-            continue
-        caption = item.members["txt"].decode("utf-8", "replace") if "txt" in item.members else meta.get("caption")
-        rows.append({"key": item.key, "ord": int(meta.get("ord", -1)), "url": meta.get("url"), "caption": caption,
-                     "meta": json.dumps(meta, sort_keys=True), "image": item.members[img_ext]})
-    if broken_tar is not None:
-        # samples after the break are unreadable; the upstream manifest says how many there were
-        missing = max(0, (expected or 0) - len(rows) - len(bad))
-        bad.extend({"key": f"{path.stem}#missing-{i}", "step": "read_shard", "reason": "broken_tar",
-                    "detail": broken_tar.detail} for i in range(max(missing, 1 if expected is None else 0)))
+        m = item.members
+        caption = m["txt"].decode("utf-8", "replace") if "txt" in m else item.meta.get("caption")
+        rows.append({"key": item.key, "ord": int(item.meta.get("ord", -1)), "url": item.meta.get("url"),
+                     "caption": caption, "meta": json.dumps(item.meta, sort_keys=True), "image": m[item.image_ext]})
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad
 
 

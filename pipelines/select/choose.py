@@ -1,0 +1,144 @@
+"""Select, stage 3: SemDeDup and top-N inside every cluster, then the selected shards.
+
+Pass 1 groups the assigned side tables by cluster (the engine's group-by) and decides every
+image: kept, `semantic_duplicate` (naming the kept key) or `not_selected`. Pass 2 regroups the
+small decision table by part; pass 3 rewrites each input shard with its selected samples (the
+json member gains the cluster and distance) and its rejects. Every pass is resumable.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Engine
+from pipelines.partitioned import run_parts
+from pipelines.select import cluster, embed
+from pipelines.select.config import SelectConfig
+from pipelines.select.summary import summarise
+from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from pipelines.shard_source import iter_image_samples
+from transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "select"
+DUPLICATE = "semantic_duplicate"
+NOT_SELECTED = "not_selected"
+DECISIONS = pa.schema([("part", pa.string()), ("idx", pa.int64()), ("key", pa.string()), ("cluster", pa.int32()),
+                       ("distance", pa.float32()), ("max_sim", pa.float32()), ("reason", pa.string()),
+                       ("dup_of", pa.string()), ("detail", pa.string())])
+
+
+def decide_cluster(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Table]:
+    sd, top = cfg.semdedup, cfg.top_n
+
+    def fn(group: pa.Table) -> pa.Table:
+        g = group.sort_by([("part", "ascending"), ("idx", "ascending")])  # ties resolve the same in every run
+        n = g.num_rows
+        keys = g.column("key").to_pylist()
+        sim = 1.0 - g.column("distance").to_numpy()
+        reason: list[str | None] = [None] * n
+        dup_of: list[str | None] = [None] * n
+        detail: list[str | None] = [None] * n
+        max_sim = np.full(n, np.nan, np.float32)
+        if sd.enabled and n > 1:
+            order = order_by(sd.keep, sim, keys, seed)
+            m, arg = max_earlier_similarity(embed.embeddings_of(g)[order], sd.block_size)
+            root = duplicate_roots(m, arg, sd.eps)
+            max_sim[order] = np.where(np.isfinite(m), m, np.nan)
+            for j in np.flatnonzero(root >= 0):
+                pos, kept, near = order[j], order[root[j]], order[arg[j]]
+                reason[pos], dup_of[pos] = DUPLICATE, keys[kept]
+                detail[pos] = (f"duplicate of {keys[kept]} (cosine {m[j]:.4f} with {keys[near]}; "
+                               f"eps {sd.eps}, keep {sd.keep})")
+        alive = np.array([r is None for r in reason])
+        if top.n is not None and alive.sum() > top.n:
+            cand = np.flatnonzero(alive)
+            ranked = cand[order_by(top.rank, sim[cand], [keys[i] for i in cand], seed)]
+            for rank_no, pos in enumerate(ranked[top.n:], start=top.n + 1):
+                reason[pos] = NOT_SELECTED
+                detail[pos] = f"rank {rank_no} by {top.rank} in cluster {g.column('cluster')[0].as_py()}; top {top.n}"
+        return pa.table({"part": g.column("part"), "idx": g.column("idx"), "key": g.column("key"),
+                         "cluster": g.column("cluster"), "distance": g.column("distance"),
+                         "max_sim": pa.array(max_sim, pa.float32(), from_pandas=True), "reason": pa.array(reason, pa.string()),
+                         "dup_of": pa.array(dup_of, pa.string()), "detail": pa.array(detail, pa.string())},
+                        schema=DECISIONS)
+    return fn
+
+
+def _by_idx(group: pa.Table) -> pa.Table:
+    return group.sort_by("idx")
+
+
+def decisions_for(folder: StageFolder, part: str) -> pa.Table:
+    files = sorted((folder.work / "by_part").glob("*.parquet"))
+    if not files:
+        return DECISIONS.empty_table()
+    return pads.dataset([str(f) for f in files], format="parquet", schema=DECISIONS).to_table(
+        filter=pc.field("part") == part).sort_by("idx")
+
+
+def write_part(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = part["part"]
+    d = decisions_for(folder, p)
+    by_idx = {r["idx"]: r for r in d.to_pylist()}
+    kept: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for item in iter_image_samples(part["input"], part.get("expected")):
+        if isinstance(item, dict) or item.index not in by_idx:
+            continue  # rejected by the embed stage, which accounts for it
+        r = by_idx.pop(item.index)
+        if r["key"] != item.key:
+            raise RuntimeError(f"select part {p}: sample {item.index} is {item.key!r}, the embeddings say {r['key']!r}; "
+                               "the input changed since the embed stage")
+        if r["reason"] is not None:
+            step = "semdedup" if r["reason"] == DUPLICATE else "top_n"
+            bad.append({"key": item.key, "step": step, "reason": r["reason"], "detail": r["detail"],
+                        "url": item.meta.get("url")})
+            continue
+        meta = {**item.meta, "select": {"cluster": r["cluster"], "centroid_distance": round(r["distance"], 6)}}
+        kept.append({"__key__": item.key, **{k: v for k, v in item.members.items() if k != "json"}, "json": meta})
+    if by_idx:
+        raise RuntimeError(f"select part {p}: {len(by_idx)} embedded samples are missing from {part['input']}")
+    reasons = Counter(b["reason"] for b in bad)
+    n = d.num_rows
+    n_dup = reasons.get(DUPLICATE, 0)
+    stats = {"semdedup": StepStats(n, n - n_dup, Counter({DUPLICATE: n_dup}) if n_dup else Counter()),
+             "top_n": StepStats(n - n_dup, len(kept), Counter({NOT_SELECTED: reasons[NOT_SELECTED]})
+                                if reasons.get(NOT_SELECTED) else Counter(), time.perf_counter() - t0)}
+    name = shard_name(int(p))
+    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": n, "rejected": len(bad),
+                             "shard": None, "count": 0, "stats": stats_to_json(stats)}
+    if kept:
+        entry.update(shard=name, **write_shard(folder.dir / name, kept))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, make_rejects(bad, STAGE))
+    return entry
+
+
+def run(cfg: SelectConfig, out: Path, engine: Engine, parts: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    folder.prepare()
+    assigned = sorted((Path(out) / cluster.STAGE).glob("shard-*.parquet"))
+    if not (folder.work / "decisions").exists():
+        engine.group_apply(assigned, ["key", "part", "idx", "cluster", "distance", "embedding"], "cluster",
+                           decide_cluster(cfg, seed), folder.work / "decisions", desc="select: semdedup + top-n")
+    if not (folder.work / "by_part").exists():
+        engine.group_apply(sorted((folder.work / "decisions").glob("*.parquet")), DECISIONS.names, "part", _by_idx,
+                           folder.work / "by_part", desc="select: decisions by shard")
+    embedded = StageFolder(out, embed.STAGE).entries()
+    todo = [p for p in parts if p["part"] in embedded]
+    entries = run_parts(engine, folder, todo, lambda p: write_part(folder, p), num_cpus=0.5,
+                        desc="select: write shards")
+    info = summarise(folder, cfg, StageFolder(out, cluster.STAGE).stats().get("kmeans", {}))
+    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)

@@ -1,0 +1,99 @@
+"""Select, stage 2: k-means on a seeded sample of the embeddings, then every embedding assigned
+to its nearest centroid in a parallel pass (centroids broadcast to the workers, one side table
+at a time), so memory never holds more than the training sample and one part.
+
+Output per part: the side table plus `cluster` and `distance` (1 - cosine similarity to the
+centroid). `centroids.npy` and `kmeans.json` stay in the stage folder for reuse.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.atomic import atomic_path, write_bytes_atomic
+from pipelines.build_folder import StageFolder
+from pipelines.engine import ModelEngine, Shared
+from pipelines.errors import BuildSetupError
+from pipelines.partitioned import run_parts
+from pipelines.select import embed
+from pipelines.select.config import ClusterConfig
+from pipelines.shard_sink import write_parquet
+from transforms import kmeans
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "cluster"
+CENTROIDS = "centroids.npy"
+KMEANS_INFO = "kmeans.json"
+
+
+class ClusterError(BuildSetupError):
+    pass
+
+
+def side_tables(out: Path) -> list[tuple[str, Path, int]]:
+    entries = StageFolder(out, embed.STAGE).entries()
+    return [(p, Path(out) / embed.STAGE / e["shard"], e["count"]) for p, e in sorted(entries.items())]
+
+
+def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[str, Path, int]],
+                    seed: int) -> dict[str, Any]:
+    """Train once; a rerun reuses the saved centroids."""
+    info_path = folder.dir / KMEANS_INFO
+    if info_path.exists() and (folder.dir / CENTROIDS).exists():
+        return json.loads(info_path.read_text())
+    t0 = time.perf_counter()
+    counts = [n for _, _, n in tables]
+    total = sum(counts)
+    k = cfg.resolve(total)
+    if k > total:
+        raise ClusterError(f"select.cluster.clusters is {k} but only {total} images have embeddings; "
+                           "ask for at most that many clusters")
+    picks = kmeans.sample_rows(counts, min(cfg.train_sample, total), seed)
+    x = np.concatenate([embed.embeddings_of(pq.read_table(path, columns=["embedding"]).take(pa.array(rows)))
+                        for (_, path, _), rows in zip(tables, picks) if len(rows)])
+    use_gpu = cfg.use_gpu == "auto" and kmeans.gpu_count() > 0
+    centroids, objective = kmeans.train(x, k, cfg.niter, seed, use_gpu, cfg.nredo)
+    folder.prepare()
+    with atomic_path(folder.dir / CENTROIDS) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, centroids)
+    info = {"clusters": k, "dim": int(x.shape[1]), "images": total, "train_sample": int(len(x)), "niter": cfg.niter, "nredo": cfg.nredo,
+            "seed": seed, "gpu": use_gpu, "objective": objective, "train_seconds": round(time.perf_counter() - t0, 3)}
+    write_bytes_atomic(info_path, json.dumps(info, indent=2).encode())
+    return info
+
+
+def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, threads: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    table = pq.read_table(part["input"])
+    ids, dist = kmeans.assign(embed.embeddings_of(table), centroids.get(), threads)
+    out = pa.table({"key": table.column("key"), "part": pa.array([part["part"]] * table.num_rows, pa.string()),
+                    "idx": table.column("idx"), "cluster": pa.array(ids, pa.int32()),
+                    "distance": pa.array(dist, pa.float32()), "embedding": table.column("embedding")})
+    name = Path(part["input"]).name
+    st = StepStats(table.num_rows, table.num_rows, seconds=time.perf_counter() - t0)
+    entry = {"part": part["part"], "inputs": [part["input"]], "rows_in": table.num_rows, "rejected": 0,
+             "shard": name, "stats": stats_to_json({"assign": st})}
+    entry.update(write_parquet(folder.dir / name, out))
+    return entry
+
+
+def run(cfg: ClusterConfig, out: Path, engine: ModelEngine, seed: int) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    tables = side_tables(out)
+    info = train_centroids(cfg, folder, tables, seed)
+    centroids = engine.share(np.load(folder.dir / CENTROIDS))
+    parts = [{"part": p, "input": str(path)} for p, path, _ in tables]
+    threads = max(1, round(cfg.task_cpus))
+    entries = run_parts(engine, folder, parts, lambda p: assign_part(folder, p, centroids, threads),
+                        num_cpus=cfg.task_cpus, desc="select: assign clusters")
+    return folder.finish(entries.values(), None, time.perf_counter() - t0, info={"kmeans": info})

@@ -1,0 +1,86 @@
+"""Typed configuration of the select pipeline (DenseFusion's semantic selection).
+
+Faithful defaults: k-means with 50,000 clusters, SemDeDup eps 0.4, the 20 images nearest to
+each centroid. `clusters: auto` keeps the paper's ratio (500M images / 50,000 clusters, i.e.
+10,000 per cluster) on smaller inputs, so a small input is not split into near-empty clusters.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FAITHFUL_CLUSTERS = 50_000
+IMAGES_PER_CLUSTER = 10_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbedConfig(Strict):
+    model: str = Field(..., description="local folder or Hugging Face id in the local cache (CLIP or SigLIP)")
+    revision: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    batch_size: int = Field(64, gt=0)
+    num_cpus: float = Field(0.5, gt=0, description="per model worker")
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, gt=0, description="model workers in the pool")
+    threads: int | None = Field(None, gt=0, description="torch threads per worker")
+    read_cpus: float = Field(0.5, gt=0, description="per decode/preprocess task")
+
+
+class ClusterConfig(Strict):
+    clusters: int | Literal["auto"] = "auto"
+    train_sample: int = Field(1_000_000, gt=0, description="embeddings k-means is trained on (seeded sample)")
+    niter: int = Field(20, gt=0)
+    nredo: int = Field(1, gt=0, description="k-means restarts; the best objective is kept")
+    use_gpu: Literal["auto", "never"] = "auto"
+    task_cpus: float = Field(0.5, gt=0)
+
+    def resolve(self, n: int) -> int:
+        if self.clusters == "auto":
+            return max(1, min(FAITHFUL_CLUSTERS, n // IMAGES_PER_CLUSTER))
+        return self.clusters
+
+    @field_validator("clusters")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
+class SemDedupConfig(Strict):
+    enabled: bool = True
+    eps: float = Field(0.4, gt=0, lt=2, description="pairs with cosine similarity > 1 - eps are duplicates")
+    # which member of a duplicate group is kept: the original keeps the one least similar to
+    # its centroid ("farthest"); "nearest" keeps the most typical one; "random" is seeded
+    keep: Literal["farthest", "nearest", "random"] = "farthest"
+    block_size: int = Field(4096, gt=0, description="rows per block of the pairwise similarity matrix")
+    report_eps: list[float] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4]
+
+
+class TopNConfig(Strict):
+    n: int | None = Field(20, gt=0, description="images kept per cluster; null keeps every non-duplicate")
+    rank: Literal["nearest", "farthest", "random"] = "nearest"
+
+
+class SelectConfig(Strict):
+    input: list[Path] | None = Field(None, description="curated shards: a stage folder, a folder of .tar, or "
+                                                       "tar files; default OUT/validate")
+    seed: int | None = Field(None, description="default: the recipe's seed")
+    embed: EmbedConfig
+    cluster: ClusterConfig = ClusterConfig()
+    semdedup: SemDedupConfig = SemDedupConfig()
+    top_n: TopNConfig = TopNConfig()
+
+    @field_validator("input")
+    @classmethod
+    def _inputs_exist(cls, v: list[Path] | None) -> list[Path] | None:
+        if v is not None:
+            missing = [str(p) for p in v if not Path(p).exists()]
+            if not v or missing:
+                raise ValueError(f"input path does not exist: {', '.join(missing) or '(empty list)'}")
+        return v

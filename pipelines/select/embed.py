@@ -1,0 +1,165 @@
+"""Select, stage 1: image embeddings as a Parquet side table per input shard (key, idx,
+embedding as unit-length float16), so the later stages and every rerun reuse them.
+
+CPU tasks read, decode and resize (`ImagePreprocessor`); the embedder runs as an actor pool
+with the resources it declares; the driver writes each part once all its rows are back.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from experts.base import Resources
+from experts.embedder import ImageEmbedder, ImagePreprocessor
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Batch, ModelEngine
+from pipelines.model_parts import chunk_columns, run_model_parts
+from pipelines.select.config import EmbedConfig, SelectConfig
+from pipelines.shard_sink import make_rejects, shard_name, write_parquet, write_rejects
+from pipelines.shard_source import ImageSample, iter_image_samples
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "embed"
+STEP = "embed"
+
+
+def embedder(cfg: EmbedConfig) -> ImageEmbedder:
+    res = Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, batch_size=cfg.batch_size,
+                    concurrency=cfg.concurrency, threads=cfg.threads)
+    return ImageEmbedder(cfg.model, cfg.revision, res, cfg.dtype)
+
+
+@lru_cache(maxsize=4)
+def _preprocessor(model: str, revision: str | None) -> ImagePreprocessor:
+    return ImagePreprocessor(model, revision)
+
+
+def side_table(keys: list[str], idx: np.ndarray, emb: np.ndarray) -> pa.Table:
+    dim = emb.shape[1] if emb.ndim == 2 else 0
+    flat = pa.array(emb.reshape(-1).astype(np.float16), pa.float16())
+    return pa.table({"key": pa.array(keys, pa.string()), "idx": pa.array(idx, pa.int64()),
+                     "embedding": pa.FixedSizeListArray.from_arrays(flat, dim) if dim else
+                     pa.array([], pa.list_(pa.float16(), 0))})
+
+
+def embeddings_of(table: pa.Table) -> np.ndarray:
+    """(N, D) float16 view of a side table's embedding column."""
+    col = table.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim) if len(col) else np.zeros((0, dim), np.float16)
+
+
+def _record(work: Path, part: str) -> tuple[Path, Path]:
+    return work / "read" / f"part-{part}.json", work / "read" / f"part-{part}.parquet"
+
+
+def make_reader(cfg: EmbedConfig, work: Path):  # noqa: ANN201 - a closure shipped to the workers
+    def read(part: dict[str, Any]) -> Iterator[Batch]:
+        pre = _preprocessor(cfg.model, cfg.revision)
+        p = part["part"]
+        bad: list[dict[str, Any]] = []
+        sent = 0
+        held: Batch | None = None
+        chunk_no = 0
+
+        def prepare(items: list[ImageSample]) -> Batch | None:
+            nonlocal chunk_no
+            px, errors = pre([s.members[s.image_ext] for s in items])
+            ok = [s for s, e in zip(items, errors) if e is None]
+            bad.extend({"key": s.key, "step": STEP, "reason": "undecodable", "detail": e, "url": s.meta.get("url")}
+                       for s, e in zip(items, errors) if e is not None)
+            if not ok:
+                return None
+            chunk_no += 1
+            return {"key": np.array([s.key for s in ok], dtype=object),
+                    "idx": np.array([s.index for s in ok], np.int64), "pixels": px, "_n": chunk_no}
+
+        def flush(items: list[ImageSample]) -> Iterator[Batch]:
+            nonlocal held, sent
+            b = prepare(items)
+            if b is None:
+                return
+            if held is not None:
+                yield held
+            n = len(b["key"])
+            sent += n
+            b.update(chunk_columns(p, b.pop("_n"), n, None))
+            held = b
+
+        items: list[ImageSample] = []
+        rows_in = 0
+        t0 = time.perf_counter()
+        for item in iter_image_samples(part["input"], part.get("expected")):
+            rows_in += 1
+            if isinstance(item, dict):
+                bad.append(item)
+                continue
+            items.append(item)
+            if len(items) == cfg.batch_size:
+                yield from flush(items)
+                items = []
+        yield from flush(items)
+        meta_path, rej_path = _record(work, p)
+        write_parquet(rej_path, make_rejects(bad, STAGE))
+        counts = Counter((b["step"], b["reason"]) for b in bad)
+        write_bytes_atomic(meta_path, json.dumps({"rows_in": rows_in, "sent": sent, "read_seconds": time.perf_counter() - t0,
+                                                  "rejects": [[st, r, n] for (st, r), n in sorted(counts.items())]}).encode())
+        if held is not None:
+            held["_rows"][-1] = sent
+            yield held
+    return read
+
+
+def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, seconds: float) -> dict[str, Any]:
+    p = part["part"]
+    meta_path, rej_path = _record(folder.work, p)
+    rec = json.loads(meta_path.read_text())
+    rej = pq.read_table(rej_path)
+    n = len(rows.get("key", ()))
+    if n != rec["sent"]:
+        raise RuntimeError(f"embed part {p}: {n} embeddings came back, {rec['sent']} were sent")
+    order = np.argsort(rows["idx"]) if n else np.zeros(0, np.int64)
+    emb = rows["embedding"][order] if n else np.zeros((0, 0), np.float16)
+    table = side_table([rows["key"][i] for i in order], rows["idx"][order] if n else np.zeros(0, np.int64), emb)
+    read_rejects = Counter()
+    embed_rejects = Counter()
+    for step, reason, count in rec["rejects"]:
+        (read_rejects if step == "read_shard" else embed_rejects)[reason] += count
+    n_read_ok = rec["rows_in"] - sum(read_rejects.values())
+    # seconds: the reader's own time; for the model, the time since the previous part finished
+    stats = {"read_shard": StepStats(rec["rows_in"], n_read_ok, read_rejects, rec["read_seconds"]),
+             STEP: StepStats(n_read_ok, n, embed_rejects, seconds)}
+    name = shard_name(int(p), "parquet")
+    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rec["rows_in"],
+                             "rejected": rej.num_rows, "shard": name, "stats": stats_to_json(stats)}
+    entry.update(write_parquet(folder.dir / name, table))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
+    return entry
+
+
+def run(cfg: SelectConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    step = embedder(cfg.embed)
+    last = [time.perf_counter()]
+
+    def finish(part: dict[str, Any], rows: Batch) -> dict[str, Any]:
+        now = time.perf_counter()
+        entry = finish_part(folder, part, rows, now - last[0])
+        last[0] = now
+        return entry
+
+    entries = run_model_parts(engine, folder, parts, make_reader(cfg.embed, folder.work), step, finish,
+                              read_cpus=cfg.embed.read_cpus, desc="select: embed")
+    return folder.finish(entries.values(), None, time.perf_counter() - t0, info={"embedder": step.info()})

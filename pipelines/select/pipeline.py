@@ -1,0 +1,53 @@
+"""The select build (DenseFusion's semantic selection): embed -> cluster -> select."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from experts.embedder import EmbedderError, model_type
+from experts.resolve import resolve_model
+from pipelines.engine import Engine, ModelEngine
+from pipelines.errors import BuildSetupError
+from pipelines.select import choose, cluster, embed
+from pipelines.select.config import SelectConfig
+from pipelines.select.inputs import count_samples, plan_parts
+
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {embed.STAGE: embed.run, cluster.STAGE: cluster.run,
+                                                   choose.STAGE: choose.run}
+DEFAULT_INPUT = "validate"  # the curate build's final stage in the same build folder
+
+
+def check(cfg: SelectConfig, out: Path) -> list[dict[str, Any]]:
+    """Everything that can be known before any work: inputs exist, and k fits the input."""
+    parts = plan_parts(cfg.input or [Path(out) / DEFAULT_INPUT])
+    if not embed_done(out):
+        try:
+            model_type(resolve_model(cfg.embed.model, cfg.embed.revision))
+        except EmbedderError as err:
+            raise BuildSetupError(f"select.embed.model: {err}") from None
+    if cfg.cluster.clusters != "auto" and not embed_done(out):
+        n = count_samples(parts)
+        if cfg.cluster.clusters > n:
+            raise cluster.ClusterError(f"select.cluster.clusters is {cfg.cluster.clusters} but the input holds only "
+                                       f"{n} images; ask for at most {n} (or 'auto')")
+    return parts
+
+
+def embed_done(out: Path) -> bool:
+    from pipelines.build_folder import StageFolder
+
+    return StageFolder(out, embed.STAGE).is_complete()
+
+
+def run(cfg: SelectConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
+        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
+    seed = cfg.seed or 0
+    parts = check(cfg, out)
+    results: dict[str, dict[str, Any]] = {}
+    if stages is None or embed.STAGE in stages:
+        results[embed.STAGE] = embed.run(cfg, out, engine, parts)
+    if stages is None or cluster.STAGE in stages:
+        results[cluster.STAGE] = cluster.run(cfg.cluster, out, engine, seed)
+    if stages is None or choose.STAGE in stages:
+        results[choose.STAGE] = choose.run(cfg, out, engine, parts, seed)
+    return results

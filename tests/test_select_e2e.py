@@ -1,0 +1,198 @@
+"""The select build end to end on generated shards with a tiny random CLIP: planted identical
+images are found, every row is accounted for, bad inputs become rejects, a kill during
+embedding resumes to the identical result."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from PIL import Image, ImageDraw
+
+from pipelines.shard_sink import write_shard
+from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
+
+pytestmark = pytest.mark.heavy
+STAGES = ["embed", "cluster", "select"]
+
+
+def picture(rng: np.random.Generator, fmt: str = "JPEG") -> bytes:
+    # large enough that decoding takes a moment: the kill test needs time between parts
+    img = Image.new("RGB", (960, 800), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    d = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = (int(v) for v in rng.integers(0, 600, 2))
+        box = (x0, y0, x0 + int(rng.integers(100, 360)), y0 + int(rng.integers(100, 360)))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=fill)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def sample(key: str, data: bytes, ext: str = "jpg") -> dict:
+    return {"__key__": key, ext: data, "txt": f"caption {key}", "json": {"key": key, "url": f"http://example.test/{key}"}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """6 shards of 12 samples; copies of earlier images planted later under new keys; one
+    corrupt image, one sample without an image and a truncated last shard."""
+    from experts.tiny_models import make_tiny_clip
+
+    root = tmp_path_factory.mktemp("select-data")
+    rng = np.random.default_rng(0)
+    shards = [[sample(f"s{s}-{i:02d}", picture(rng)) for i in range(12)] for s in range(6)]
+    planted = {}  # copy key -> original key
+    for s, i, src in [(2, 3, (0, 1)), (4, 5, (0, 1)), (3, 7, (1, 4)), (5, 0, (2, 9))]:
+        orig = shards[src[0]][src[1]]
+        shards[s][i] = sample(f"copy-{s}-{i}", orig["jpg"])
+        planted[f"copy-{s}-{i}"] = orig["__key__"]
+    # the same pixels re-encoded losslessly as PNG: a different file, the same embedding
+    png = io.BytesIO()
+    Image.open(io.BytesIO(shards[1][2]["jpg"])).save(png, "PNG")
+    shards[4][8] = sample("png-copy", png.getvalue(), "png")
+    planted["png-copy"] = shards[1][2]["__key__"]
+    shards[3][1] = sample("corrupt", b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    shards[2][6] = {"__key__": "no-image", "txt": "x", "json": {"url": "http://example.test/no-image"}}
+    folder = root / "shards"
+    folder.mkdir()
+    for n, samples in enumerate(shards):
+        write_shard(folder / f"in-{n:02d}.tar", samples)
+    last = folder / "in-05.tar"
+    last.write_bytes(last.read_bytes()[: int(last.stat().st_size * 0.6)])
+    model = make_tiny_clip(root / "tiny-clip")
+    return {"folder": folder, "model": model, "planted": planted, "root": root}
+
+
+def recipe(data: dict, path: Path, **over: object) -> Path:
+    sel = {"input": [str(data["folder"])], "embed": {"model": str(data["model"]), "batch_size": 4},
+           "cluster": {"clusters": 3, "niter": 10}, "semdedup": {"eps": 0.0001}, "top_n": {"n": None}}
+    for dotted, v in over.items():
+        if "__" in dotted:
+            sec, key = dotted.split("__")
+            sel[sec][key] = v
+        elif v is None:
+            sel.pop(dotted)
+    path.write_text(yaml.safe_dump({"seed": 0, "select": sel}))
+    return path
+
+
+def build(cfg: Path, out: Path, *extra: str) -> list[str]:
+    return ["build", "select", "--config", str(cfg), "--out", str(out), "--no-progress", "--num-cpus", "2", *extra]
+
+
+def keys_in(out: Path) -> list[str]:
+    import webdataset as wds
+
+    files = sorted(str(p) for p in (out / "select").glob("shard-*.tar"))
+    return [s["__key__"] for s in wds.WebDataset(files, shardshuffle=False)] if files else []
+
+
+@pytest.fixture(scope="module")
+def reference(data: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("select-ref") / "out"
+    r = cli(*build(recipe(data, out.parent / "select.yaml"), out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
+    out = reference
+    stats = {s: json.loads((out / s / "_stats.json").read_text()) for s in STAGES}
+    for s, st in stats.items():
+        assert st["rows_in"] == st["rows_out"] + st["rejected"], s
+    assert stats["cluster"]["rows_in"] == stats["embed"]["rows_out"] == stats["select"]["rows_in"]
+    # embed: everything that is not a usable image is a reject with its reason
+    emb_rej = all_rejects(out, "embed").to_pylist()
+    reasons = {r["key"]: r["reason"] for r in emb_rej}
+    assert reasons["corrupt"] == "undecodable" and reasons["no-image"] == "missing_image"
+    assert "broken_tar" in reasons.values()
+    # select: exactly the planted copies are semantic duplicates, each naming its original
+    rej = all_rejects(out, "select").to_pylist()
+    dups = {r["key"]: r["detail"] for r in rej if r["reason"] == "semantic_duplicate"}
+    assert set(dups) == {k for k in data["planted"] if k not in reasons}
+    for copy, detail in dups.items():
+        assert detail.startswith(f"duplicate of {data['planted'][copy]} ")
+    assert all(r["stage"] == "select" and r["step"] == "semdedup" for r in rej)
+    kept = keys_in(out)
+    assert len(kept) == stats["select"]["rows_out"] == len(set(kept))
+    assert not set(kept) & set(dups)
+    # json members carry the cluster; the side table has unit float16 embeddings
+    import webdataset as wds
+
+    first = next(iter(wds.WebDataset(str(sorted((out / "select").glob("shard-*.tar"))[0]), shardshuffle=False)))
+    meta = json.loads(first["json"])
+    assert 0 <= meta["select"]["cluster"] < 3 and 0 <= meta["select"]["centroid_distance"] <= 2
+    import pyarrow.parquet as pq
+
+    side = pq.read_table(sorted((out / "embed").glob("shard-*.parquet"))[0])
+    t = side.schema.field("embedding").type
+    assert t.list_size == 32 and t.value_type == pa.float16()
+    from pipelines.select.embed import embeddings_of
+
+    assert np.allclose(np.linalg.norm(embeddings_of(side).astype(np.float32), axis=1), 1, atol=2e-3)
+    # report and plot
+    info = stats["select"]
+    assert info["clusters"] == 3 and sum(info["cluster_size_histogram"].values()) == 3
+    assert info["selected"] == stats["select"]["rows_out"]
+    assert info["duplicates_by_eps"]["0.0001"] == len(dups)
+    assert (out / "select" / "cluster_sizes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "cluster" / "kmeans.json").read_text())["clusters"] == 3
+    report = (out / "report.txt").read_text()
+    assert "semantic_duplicate" in report and "stage select" in report
+    r = cli("verify", str(out))
+    assert r.returncode == 0, r.stderr
+
+
+def test_top_n_rejects_not_selected(data: dict, tmp_path: Path, engine: object) -> None:
+    from orchestration.config import load_recipe
+    from pipelines.select import pipeline
+
+    cfg = load_recipe(recipe(data, tmp_path / "s.yaml", top_n__n=2, cluster__clusters=4)).select
+    res = pipeline.run(cfg.model_copy(update={"seed": 0}), tmp_path / "out", engine)
+    st = res["select"]
+    assert st["rows_out"] <= 4 * 2 and st["rows_out"] == st["selected"]
+    assert st["rejects_by_reason"]["not_selected"] == st["rows_in"] - st["rows_out"] - st["rejects_by_reason"].get(
+        "semantic_duplicate", 0)
+    assert st["rows_in"] == st["rows_out"] + st["rejected"]
+
+
+def test_resume_after_kill_during_embedding(data: dict, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # one reader at a time (1.5 of 2 CPUs; the model worker has the rest), so parts finish one by one
+    args = build(recipe(data, tmp_path / "select.yaml", embed__read_cpus=1.5), out)
+    kill_build_when(args, lambda: manifest_lines(out / "embed" / "_manifest.jsonl") >= 2)
+    assert not (out / "embed" / "_stats.json").exists(), "the kill came after embedding finished"
+    before = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (out / "embed").glob("shard-*.parquet")}
+    assert before
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name, ident in before.items():  # finished side tables were reused, not recomputed
+        p = out / "embed" / name
+        assert (p.stat().st_mtime_ns, p.stat().st_ino) == ident
+    for s in STAGES:
+        assert stage_shards(out, s) == stage_shards(reference, s), s
+    assert keys_in(out) == keys_in(reference)
+    assert not [p for p in visible_files(out) if ".tmp-" in p.name]
+
+
+def test_errors_before_any_work(data: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = cli(*build(recipe(data, tmp_path / "a.yaml", cluster__clusters=1000), out))
+    assert r.returncode == 2 and "clusters is 1000 but the input holds only" in r.stderr
+    assert not (out / "embed").exists()
+    r = cli(*build(recipe(data, tmp_path / "b.yaml", embed__model=str(tmp_path / "nowhere")), out))
+    assert r.returncode == 2 and "not found; looked in: local path" in r.stderr
+    r = cli(*build(recipe(data, tmp_path / "c.yaml", embed__model="someorg/not-cached"), out))
+    assert r.returncode == 2 and "Hugging Face cache" in r.stderr
+    r = cli(*build(recipe(data, tmp_path / "d.yaml", semdedup__keep="middle"), out))
+    assert r.returncode == 2 and "select.semdedup.keep" in r.stderr
+    r = cli(*build(recipe(data, tmp_path / "e.yaml", input=None), out))
+    assert r.returncode == 2 and "no shards found" in r.stderr
+    assert not os.path.exists(out / "embed")
