@@ -40,6 +40,17 @@ def model_type(path: Path) -> str:
     return mt
 
 
+def embedding_dim(path: Path) -> int:
+    """Width of the model's embeddings, read from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    mt = model_type(path)
+    if mt in ("clip", "clip_vision_model"):
+        return int(cfg.projection_dim)
+    return int((cfg.vision_config if mt == "siglip" else cfg).hidden_size)
+
+
 class ImagePreprocessor:
     """Encoded image bytes -> uint8 (N, 3, H, W), the model's own resize/crop without the
     rescale and normalisation (those run next to the model)."""
@@ -97,9 +108,20 @@ class ImageEmbedder(ModelStep):
 
         torch.set_num_threads(self.resources.torch_threads())
         path = resolve_model(self.model, self.revision)
-        cls_name, self._attr = SUPPORTED[model_type(path)]
-        net, info = getattr(transformers, cls_name).from_pretrained(
-            path, local_files_only=True, dtype=getattr(torch, self.dtype), output_loading_info=True)
+        mt = model_type(path)
+        cls_name, self._attr = SUPPORTED[mt]
+        kwargs = {}
+        if mt == "clip":
+            # a full CLIP checkpoint: the projection size lives in the top-level config
+            full = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            vision = full.vision_config
+            vision.projection_dim = full.projection_dim
+            kwargs["config"] = vision
+        try:
+            net, info = getattr(transformers, cls_name).from_pretrained(
+                path, local_files_only=True, dtype=getattr(torch, self.dtype), output_loading_info=True, **kwargs)
+        except RuntimeError as err:  # size mismatches between config and weights
+            raise EmbedderError(f"{path}: weights do not fit the model: {str(err)[:300]}") from err
         if info.get("missing_keys"):
             # a checkpoint without its projection would silently embed with random weights
             raise EmbedderError(f"{path}: weights missing for {sorted(info['missing_keys'])[:5]}")

@@ -23,7 +23,8 @@ def _engine(args: argparse.Namespace, recipe: Recipe) -> RayEngine:
     mem = recipe.ray.object_store_memory_mb
     return RayEngine(address=args.address or recipe.ray.address, num_cpus=args.num_cpus or recipe.ray.num_cpus,
                      object_store_memory=mem * 1024 * 1024 if mem else None, progress=not args.no_progress,
-                     local_group_max_rows=recipe.ray.local_group_max_rows)
+                     local_group_max_rows=recipe.ray.local_group_max_rows,
+                     local_group_max_bytes=recipe.ray.local_group_max_bytes)
 
 
 def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace,

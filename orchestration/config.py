@@ -24,6 +24,8 @@ class RayConfig(BaseModel):
     object_store_memory_mb: int | None = Field(None, gt=0)
     # dedup side tables up to this many rows are grouped in the driver instead of shuffled
     local_group_max_rows: int = Field(250_000, ge=0)
+    # ... or up to this many bytes (wide rows such as embeddings)
+    local_group_max_bytes: int = Field(2 << 30, ge=0)
 
 
 class Recipe(BaseModel):

@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 class RayEngine:
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  object_store_memory: int | None = None, progress: bool = True,
-                 local_group_max_rows: int = 250_000):
+                 local_group_max_rows: int = 250_000, local_group_max_bytes: int = 2 << 30):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
         self.progress = progress
         self._owns_session = False
         self.rows_per_shuffle_partition = 1_000_000
+        self.bytes_per_shuffle_partition = 256 << 20
         self.local_group_max_rows = local_group_max_rows
+        self.local_group_max_bytes = local_group_max_bytes
 
     def start(self) -> "RayEngine":
         import ray
@@ -120,16 +122,21 @@ class RayEngine:
         if paths:
             import pyarrow.parquet as pq
 
-            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
-            if rows <= self.local_group_max_rows:
-                # a shuffle costs seconds of actor start-up; a side table this small is grouped
-                # here, through the very same group function
+            metas = [pq.ParquetFile(p).metadata for p in paths]
+            rows = sum(m.num_rows for m in metas)
+            nbytes = _column_bytes(metas, columns)
+            if rows <= self.local_group_max_rows or nbytes <= self.local_group_max_bytes:
+                # a shuffle costs seconds of actor start-up and holds several copies of the data
+                # in flight; a side table this small is grouped here, through the very same
+                # group function (measured: benchmarks/README.md, select)
                 _group_locally(paths, columns, group_col, fn, tmp)
                 tmp.rename(out_dir)
                 return
             # Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of
             # start-up for a few thousand rows. Scale them with the data instead.
-            partitions = max(1, min(200, -(-rows // self.rows_per_shuffle_partition)))
+            # (wide rows, e.g. embeddings, by bytes)
+            partitions = max(1, min(200, -(-rows // self.rows_per_shuffle_partition),
+                                    -(-nbytes // self.bytes_per_shuffle_partition)))
             ds = ray.data.read_parquet([str(p) for p in paths], columns=columns)
             ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
             ds.write_parquet(str(tmp))
@@ -167,6 +174,20 @@ class _StepActor:
             self.step.teardown()
         except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
             pass
+
+
+def _column_bytes(metas: list[Any], columns: list[str]) -> int:
+    """Uncompressed size of `columns` in parquet files, from their footers."""
+    wanted = set(columns)
+    total = 0
+    for m in metas:
+        for i in range(m.num_row_groups):
+            rg = m.row_group(i)
+            for j in range(rg.num_columns):
+                col = rg.column(j)
+                if col.path_in_schema.split(".")[0] in wanted:
+                    total += col.total_uncompressed_size
+    return total
 
 
 def _group_locally(paths: list[Path], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],

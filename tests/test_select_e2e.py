@@ -64,6 +64,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder.mkdir()
     for n, samples in enumerate(shards):
         write_shard(folder / f"in-{n:02d}.tar", samples)
+    write_shard(folder / "in-06.tar", [sample("only-corrupt", b"GIF89a broken")])  # a part with no embeddings
     last = folder / "in-05.tar"
     last.write_bytes(last.read_bytes()[: int(last.stat().st_size * 0.6)])
     model = make_tiny_clip(root / "tiny-clip")
@@ -111,7 +112,7 @@ def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
     # embed: everything that is not a usable image is a reject with its reason
     emb_rej = all_rejects(out, "embed").to_pylist()
     reasons = {r["key"]: r["reason"] for r in emb_rej}
-    assert reasons["corrupt"] == "undecodable" and reasons["no-image"] == "missing_image"
+    assert reasons["corrupt"] == reasons["only-corrupt"] == "undecodable" and reasons["no-image"] == "missing_image"
     assert "broken_tar" in reasons.values()
     # select: exactly the planted copies are semantic duplicates, each naming its original
     rej = all_rejects(out, "select").to_pylist()
@@ -132,8 +133,8 @@ def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
     import pyarrow.parquet as pq
 
     side = pq.read_table(sorted((out / "embed").glob("shard-*.parquet"))[0])
-    t = side.schema.field("embedding").type
-    assert t.list_size == 32 and t.value_type == pa.float16()
+    field = side.schema.field("embedding")
+    assert field.type == pa.binary(64) and field.metadata == {b"dtype": b"float16", b"dim": b"32"}
     from pipelines.select.embed import embeddings_of
 
     assert np.allclose(np.linalg.norm(embeddings_of(side).astype(np.float32), axis=1), 1, atol=2e-3)
@@ -196,3 +197,27 @@ def test_errors_before_any_work(data: dict, tmp_path: Path) -> None:
     r = cli(*build(recipe(data, tmp_path / "e.yaml", input=None), out))
     assert r.returncode == 2 and "no shards found" in r.stderr
     assert not os.path.exists(out / "embed")
+
+
+def test_ray_shuffle_and_local_grouping_decide_alike(reference: Path, tmp_path: Path, engine: object) -> None:
+    """The per-cluster pass gives the same decisions whether the engine groups the side table in
+    the driver (small inputs) or shuffles it on Ray (large ones)."""
+    import pyarrow.parquet as pq
+
+    from orchestration.ray_engine import RayEngine
+    from pipelines.select.choose import decide_bucket
+
+    cfg = yaml.safe_load((reference.parent / "select.yaml").read_text())["select"]
+    from pipelines.select.config import SelectConfig
+
+    fn = decide_bucket(SelectConfig.model_validate({**cfg, "cluster": {**cfg["cluster"]}}), 0)
+    paths = [p for p in sorted((reference / "cluster").glob("shard-*.parquet")) if pq.ParquetFile(p).metadata.num_rows]
+    cols = ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"]
+    results = {}
+    for name, eng in [("local", engine), ("shuffle", RayEngine(local_group_max_rows=0, local_group_max_bytes=0))]:
+        eng.group_apply(paths, cols, "bucket", fn, tmp_path / name, desc=name)
+        t = pa.concat_tables([pq.read_table(f) for f in sorted((tmp_path / name).glob("*.parquet"))])
+        results[name] = t.sort_by([("part", "ascending"), ("idx", "ascending")]).to_pylist()
+    assert results["local"] == results["shuffle"]
+    assert len(results["local"]) == sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    assert any(r["reason"] == "semantic_duplicate" for r in results["local"])

@@ -45,4 +45,5 @@ def sample_rows(counts: list[int], size: int, seed: int) -> list[np.ndarray]:
     total = sum(counts)
     chosen = np.arange(total) if size >= total else np.sort(np.random.default_rng(seed).choice(total, size, replace=False))
     bounds = np.cumsum([0, *counts])
-    return [chosen[(chosen >= a) & (chosen < b)] - a for a, b in zip(bounds[:-1], bounds[1:])]
+    cut = np.searchsorted(chosen, bounds)  # chosen is sorted: one slice per file
+    return [chosen[cut[i]:cut[i + 1]] - bounds[i] for i in range(len(counts))]

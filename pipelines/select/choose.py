@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Engine
@@ -70,6 +71,20 @@ def decide_cluster(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Tabl
                          "max_sim": pa.array(max_sim, pa.float32(), from_pandas=True), "reason": pa.array(reason, pa.string()),
                          "dup_of": pa.array(dup_of, pa.string()), "detail": pa.array(detail, pa.string())},
                         schema=DECISIONS)
+    return fn
+
+
+def decide_bucket(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Table]:
+    """Many clusters per engine group: split them here, with one sort."""
+    per_cluster = decide_cluster(cfg, seed)
+
+    def fn(bucket: pa.Table) -> pa.Table:
+        t = bucket.sort_by([("cluster", "ascending"), ("part", "ascending"), ("idx", "ascending")])
+        c = t.column("cluster").to_numpy()
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], len(c)]
+        out = [per_cluster(t.slice(a, b - a)) for a, b in zip(starts, ends)]
+        return pa.concat_tables(out) if out else DECISIONS.empty_table()
     return fn
 
 
@@ -129,10 +144,12 @@ def run(cfg: SelectConfig, out: Path, engine: Engine, parts: list[dict[str, Any]
         return folder.stats()
     t0 = time.perf_counter()
     folder.prepare()
-    assigned = sorted((Path(out) / cluster.STAGE).glob("shard-*.parquet"))
+    # a part whose every sample was rejected has an empty side table (and no embedding width)
+    assigned = [p for p in sorted((Path(out) / cluster.STAGE).glob("shard-*.parquet"))
+                if pq.ParquetFile(p).metadata.num_rows]
     if not (folder.work / "decisions").exists():
-        engine.group_apply(assigned, ["key", "part", "idx", "cluster", "distance", "embedding"], "cluster",
-                           decide_cluster(cfg, seed), folder.work / "decisions", desc="select: semdedup + top-n")
+        engine.group_apply(assigned, ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"], "bucket",
+                           decide_bucket(cfg, seed), folder.work / "decisions", desc="select: semdedup + top-n")
     if not (folder.work / "by_part").exists():
         engine.group_apply(sorted((folder.work / "decisions").glob("*.parquet")), DECISIONS.names, "part", _by_idx,
                            folder.work / "by_part", desc="select: decisions by shard")

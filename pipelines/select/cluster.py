@@ -41,6 +41,16 @@ def side_tables(out: Path) -> list[tuple[str, Path, int]]:
     return [(p, Path(out) / embed.STAGE / e["shard"], e["count"]) for p, e in sorted(entries.items())]
 
 
+ROWS_PER_BUCKET = 50_000
+
+
+def buckets_for(images: int, clusters: int) -> int:
+    """Clusters are grouped into buckets (cluster % buckets) for the per-cluster pass: one engine
+    group per bucket of ~ROWS_PER_BUCKET rows, not one per cluster (a group costs the engine a
+    fixed overhead, and there are 50,000 clusters)."""
+    return max(1, min(clusters, -(-images // ROWS_PER_BUCKET)))
+
+
 def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[str, Path, int]],
                     seed: int) -> dict[str, Any]:
     """Train once; a rerun reuses the saved centroids."""
@@ -63,19 +73,21 @@ def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[
     with atomic_path(folder.dir / CENTROIDS) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, centroids)
-    info = {"clusters": k, "dim": int(x.shape[1]), "images": total, "train_sample": int(len(x)), "niter": cfg.niter, "nredo": cfg.nredo,
+    info = {"clusters": k, "buckets": buckets_for(total, k), "dim": int(x.shape[1]), "images": total, "train_sample": int(len(x)), "niter": cfg.niter, "nredo": cfg.nredo,
             "seed": seed, "gpu": use_gpu, "objective": objective, "train_seconds": round(time.perf_counter() - t0, 3)}
     write_bytes_atomic(info_path, json.dumps(info, indent=2).encode())
     return info
 
 
-def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, threads: int) -> dict[str, Any]:
+def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, threads: int,
+                buckets: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     table = pq.read_table(part["input"])
     ids, dist = kmeans.assign(embed.embeddings_of(table), centroids.get(), threads)
     out = pa.table({"key": table.column("key"), "part": pa.array([part["part"]] * table.num_rows, pa.string()),
                     "idx": table.column("idx"), "cluster": pa.array(ids, pa.int32()),
-                    "distance": pa.array(dist, pa.float32()), "embedding": table.column("embedding")})
+                    "distance": pa.array(dist, pa.float32()), "bucket": pa.array(ids % buckets, pa.int32()),
+                    "embedding": table.column("embedding")})
     name = Path(part["input"]).name
     st = StepStats(table.num_rows, table.num_rows, seconds=time.perf_counter() - t0)
     entry = {"part": part["part"], "inputs": [part["input"]], "rows_in": table.num_rows, "rejected": 0,
@@ -94,6 +106,6 @@ def run(cfg: ClusterConfig, out: Path, engine: ModelEngine, seed: int) -> dict[s
     centroids = engine.share(np.load(folder.dir / CENTROIDS))
     parts = [{"part": p, "input": str(path)} for p, path, _ in tables]
     threads = max(1, round(cfg.task_cpus))
-    entries = run_parts(engine, folder, parts, lambda p: assign_part(folder, p, centroids, threads),
+    entries = run_parts(engine, folder, parts, lambda p: assign_part(folder, p, centroids, threads, info["buckets"]),
                         num_cpus=cfg.task_cpus, desc="select: assign clusters")
     return folder.finish(entries.values(), None, time.perf_counter() - t0, info={"kmeans": info})

@@ -1,0 +1,227 @@
+"""Select at scale on synthetic embeddings (unit float16 vectors from a Gaussian mixture).
+
+kmeans:   the `cluster` stage (seeded training sample, faiss k-means, then assignment of every
+          embedding on Ray with the centroids broadcast, writing the assigned side tables) vs
+          bare faiss doing the same in one loop (same sample, same k, same iterations, then
+          `faiss.knn` file by file, writing key/cluster/distance).
+semdedup: the `select` stage's per-cluster pass (group by cluster on the engine, blocked
+          SemDeDup eps 0.4 + top-20) vs a bare numpy loop (everything in memory, sort by cluster,
+          one full similarity matrix per cluster, triu max), as in SemDeDup's reference code.
+Peak memory is the summed USS of this process and its children (Ray's daemons and workers),
+sampled every 200 ms.
+
+    python benchmarks/bench_select.py --rows 1000000 --dim 512 --clusters 1000 --dedup-clusters 10000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchmarks.common  # noqa: E402,F401  (quiet environment)
+from orchestration.ray_engine import RayEngine  # noqa: E402
+from pipelines.build_folder import StageFolder  # noqa: E402
+from pipelines.select import choose, cluster, embed  # noqa: E402
+from pipelines.select.config import ClusterConfig, SelectConfig  # noqa: E402
+from pipelines.shard_sink import shard_name, write_parquet  # noqa: E402
+from transforms import kmeans  # noqa: E402
+
+
+class PeakMemory:
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_full_info().uss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def __enter__(self) -> "PeakMemory":
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def vectors(rng: np.random.Generator, centers: np.ndarray, labels: np.ndarray, noise: float) -> np.ndarray:
+    x = centers[labels] + noise * rng.standard_normal((len(labels), centers.shape[1]), dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+def make_embed_stage(out: Path, rows: int, dim: int, per_part: int, seed: int = 0) -> None:
+    folder = StageFolder(out, embed.STAGE)
+    if folder.is_complete():
+        return
+    folder.prepare()
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((500, dim), dtype=np.float32)
+    entries = []
+    for i, start in enumerate(range(0, rows, per_part)):
+        n = min(per_part, rows - start)
+        emb = vectors(rng, centers, rng.integers(0, 500, n), 0.6)
+        t = embed.side_table([f"k{start + j:09d}" for j in range(n)], np.arange(n), emb)
+        e = {"part": f"{i:06d}", "rows_in": n, "rejected": 0, "shard": shard_name(i, "parquet"), "stats": {}}
+        e.update(write_parquet(folder.dir / e["shard"], t))
+        entries.append(e)
+    folder.finish(entries)
+
+
+def make_cluster_stage(out: Path, rows: int, dim: int, k: int, per_part: int, seed: int = 1) -> None:
+    """Assigned side tables with `k` clusters of about rows/k images, some near-duplicates."""
+    folder = StageFolder(out, cluster.STAGE)
+    if folder.is_complete():
+        return
+    folder.prepare()
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, dim), dtype=np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    entries = []
+    for i, start in enumerate(range(0, rows, per_part)):
+        n = min(per_part, rows - start)
+        labels = rng.integers(0, k, n)
+        emb = vectors(rng, centers * 0.9, labels, 0.05)  # noise 0.05 x sqrt(512): most pairs far apart
+        dup = rng.random(n) < 0.1  # 10% near-copies of the row before
+        emb[1:][dup[1:]] = emb[:-1][dup[1:]]
+        labels[1:][dup[1:]] = labels[:-1][dup[1:]]
+        dist = 1 - np.sum(emb.astype(np.float32) * centers[labels], axis=1)
+        t = embed.side_table([f"k{start + j:09d}" for j in range(n)], np.arange(n), emb)
+        t = pa.table({"key": t.column("key"), "part": pa.array([f"{i:06d}"] * n), "idx": t.column("idx"),
+                      "cluster": pa.array(labels.astype(np.int32)), "distance": pa.array(dist.astype(np.float32)),
+                      "bucket": pa.array((labels % cluster.buckets_for(rows, k)).astype(np.int32)),
+                      "embedding": t.column("embedding")})
+        e = {"part": f"{i:06d}", "rows_in": n, "rejected": 0, "shard": shard_name(i, "parquet"), "stats": {}}
+        e.update(write_parquet(folder.dir / e["shard"], t))
+        entries.append(e)
+    folder.finish(entries, info={"kmeans": {"clusters": k}})
+
+
+def bare_kmeans(src: Path, dst: Path, k: int, sample: int, niter: int, seed: int) -> None:
+    files = sorted(src.glob("shard-*.parquet"))
+    counts = [pq.ParquetFile(f).metadata.num_rows for f in files]
+    picks = kmeans.sample_rows(counts, min(sample, sum(counts)), seed)
+    x = np.concatenate([embed.embeddings_of(pq.read_table(f, columns=["embedding"]).take(pa.array(r)))
+                        for f, r in zip(files, picks) if len(r)])
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True,
+                      max_points_per_centroid=len(x) // k + 2, min_points_per_centroid=1)
+    km.train(x.astype(np.float32))
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        t = pq.read_table(f)
+        sims, ids = faiss.knn(embed.embeddings_of(t).astype(np.float32), km.centroids, 1,
+                              metric=faiss.METRIC_INNER_PRODUCT)
+        pq.write_table(pa.table({"key": t.column("key"), "cluster": ids[:, 0].astype(np.int32),
+                                 "distance": (1 - sims[:, 0]).astype(np.float32)}), dst / f.name)
+
+
+def bare_semdedup(src: Path, eps: float, top: int) -> int:
+    t = pa.concat_tables([pq.read_table(f, columns=["cluster", "distance", "embedding"])
+                          for f in sorted(src.glob("shard-*.parquet"))])
+    c = t.column("cluster").to_numpy()
+    emb = embed.embeddings_of(t)
+    dist = t.column("distance").to_numpy()
+    order = np.argsort(c, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, np.diff(c[order]) != 0, True])
+    kept = 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        idx = order[a:b][np.argsort(-dist[order[a:b]], kind="stable")]  # farthest first
+        e = emb[idx].astype(np.float32)
+        s = np.triu(e @ e.T, k=1)
+        m = s.max(axis=0)
+        kept += min(top, int((m <= 1 - eps).sum()))
+    return kept
+
+
+def run_kmeans(work: Path, engine: RayEngine, args: argparse.Namespace) -> dict:
+    make_embed_stage(work, args.rows, args.dim, args.per_part)
+    shutil.rmtree(work / cluster.STAGE, ignore_errors=True)
+    shutil.rmtree(work / "bare", ignore_errors=True)
+    with PeakMemory() as mb:
+        t0 = time.perf_counter()
+        bare_kmeans(work / embed.STAGE, work / "bare", args.clusters, args.train_sample, args.niter, 0)
+        bare = time.perf_counter() - t0
+    cfg = ClusterConfig(clusters=args.clusters, train_sample=args.train_sample, niter=args.niter)
+    with PeakMemory() as mo:
+        t0 = time.perf_counter()
+        cluster.run(cfg, work, engine, seed=0)
+        ours = time.perf_counter() - t0
+    return {"bare_s": round(bare, 1), "ours_s": round(ours, 1), "ratio": round(bare / ours, 2),
+            "bare_peak_gib": round(mb.peak / 2**30, 2), "ours_peak_gib": round(mo.peak / 2**30, 2)}
+
+
+def run_semdedup(work: Path, engine: RayEngine, args: argparse.Namespace) -> dict:
+    make_cluster_stage(work, args.rows, args.dim, args.dedup_clusters, args.per_part)
+    cfg = SelectConfig.model_validate({"embed": {"model": "unused"}, "semdedup": {"eps": 0.4}, "top_n": {"n": 20}})
+    folder = StageFolder(work, choose.STAGE)
+    shutil.rmtree(folder.dir, ignore_errors=True)
+    folder.prepare()
+    with PeakMemory() as mb:
+        t0 = time.perf_counter()
+        bare_kept = bare_semdedup(work / cluster.STAGE, 0.4, 20)
+        bare = time.perf_counter() - t0
+    with PeakMemory() as mo:
+        t0 = time.perf_counter()
+        engine.group_apply(sorted((work / cluster.STAGE).glob("shard-*.parquet")),
+                           ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"], "bucket",
+                           choose.decide_bucket(cfg, 0), folder.work / "decisions", desc="semdedup")
+        ours = time.perf_counter() - t0
+    d = pa.concat_tables([pq.read_table(f, columns=["reason"]) for f in (folder.work / "decisions").glob("*.parquet")])
+    ours_kept = d.num_rows - d.column("reason").is_valid().to_numpy(zero_copy_only=False).sum()
+    return {"bare_s": round(bare, 1), "ours_s": round(ours, 1), "ratio": round(bare / ours, 2),
+            "bare_peak_gib": round(mb.peak / 2**30, 2), "ours_peak_gib": round(mo.peak / 2**30, 2),
+            "rows": d.num_rows, "selected_ours": int(ours_kept), "selected_bare": bare_kept}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--clusters", type=int, default=1000)
+    ap.add_argument("--train-sample", type=int, default=100_000)
+    ap.add_argument("--niter", type=int, default=20)
+    ap.add_argument("--dedup-clusters", type=int, default=10_000)
+    ap.add_argument("--per-part", type=int, default=10_000)
+    ap.add_argument("--only", choices=["kmeans", "semdedup"], default=None)
+    ap.add_argument("--object-store-gib", type=float, default=1.0)
+    ap.add_argument("--local-group-max-rows", type=int, default=250_000,
+                    help="side tables up to this many rows are grouped in the driver, not shuffled on Ray")
+    ap.add_argument("--local-group-max-gib", type=float, default=2.0, help="... or up to this size")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-select"))
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with RayEngine(num_cpus=2, progress=False, object_store_memory=int(args.object_store_gib * 2**30),
+                   local_group_max_rows=args.local_group_max_rows,
+                   local_group_max_bytes=int(args.local_group_max_gib * 2**30)) as engine:
+        if args.only in (None, "kmeans"):
+            results["kmeans"] = run_kmeans(args.work / "km", engine, args)
+            print("kmeans + assignment:", json.dumps(results["kmeans"]), flush=True)
+        if args.only in (None, "semdedup"):
+            results["semdedup"] = run_semdedup(args.work / "sd", engine, args)
+            print("semdedup + top-n:", json.dumps(results["semdedup"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
