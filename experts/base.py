@@ -56,3 +56,24 @@ def run_locally(step: ModelStep, batches: list[Batch]) -> list[Batch]:
 
 
 StepFactory = Callable[[], ModelStep]
+
+
+Stage = Any  # a ModelStep (run as an actor pool) or a plain Batch -> Batch callable (run as CPU tasks)
+
+
+def run_chain_locally(stages: list[Stage], batches: list[Batch]) -> list[Batch]:
+    """A chain of model steps and CPU callables, bare, in one process: the baseline the engine's
+    pipeline is measured against, and what tests call."""
+    models = [s for s in stages if isinstance(s, ModelStep)]
+    for m in models:
+        m.setup()
+    try:
+        out = []
+        for b in batches:
+            for s in stages:
+                b = s.process(b) if isinstance(s, ModelStep) else s(b)
+            out.append(b)
+        return out
+    finally:
+        for m in models:
+            m.teardown()

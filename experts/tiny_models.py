@@ -22,4 +22,105 @@ def make_tiny_clip(out: str | Path, image_size: int = 64, dim: int = 32, seed: i
     return out
 
 
-TINY_MODELS = {"clip": make_tiny_clip}
+
+
+def make_tiny_tokenizer(out: str | Path, words: list[str]) -> Path:
+    """A word-level tokenizer over `words` (lower-cased), saved as a fast tokenizer: [PAD]=0,
+    [UNK]=1, [BOS]=2, the words, and [EOS] last, so it is the highest id (CLIP and OWL pool the
+    text at the argmax / EOS position)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2}
+    for w in words:
+        for part in w.lower().replace(".", " ").split():
+            vocab.setdefault(part, len(vocab))
+    vocab["[EOS]"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
+                                                       special_tokens=[("[BOS]", 2), ("[EOS]", vocab["[EOS]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                                   eos_token="[EOS]", model_max_length=16, do_lower_case=True)
+    fast.save_pretrained(out)
+    return Path(out)
+
+
+def _text_words(tags: list[str] | None) -> list[str]:
+    if tags is None:
+        from experts import vocabulary
+
+        tags = vocabulary.load()
+    return [*tags, "a photo of a"]
+
+
+def make_tiny_clip_pair(out: str | Path, tags: list[str] | None = None, image_size: int = 64, seed: int = 0) -> Path:
+    """A full CLIP (image and text towers) with a word-level tokenizer covering `tags`, for the
+    tagger."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    tok = make_tiny_tokenizer(out, _text_words(tags))
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(tok)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=len(t), max_position_embeddings=16, bos_token_id=2, eos_token_id=t.eos_token_id,
+                pad_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=16)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(out)
+    _random_readme(out, "CLIP image-text model")
+    return out
+
+
+def make_tiny_owlv2(out: str | Path, tags: list[str] | None = None, image_size: int = 64, seed: int = 0) -> Path:
+    """An OWLv2 open-vocabulary detector with a word-level tokenizer covering `tags`."""
+    import torch
+    from transformers import AutoTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    t = AutoTokenizer.from_pretrained(make_tiny_tokenizer(out, _text_words(tags)))
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=len(t), max_position_embeddings=16, bos_token_id=2, eos_token_id=t.eos_token_id,
+                pad_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=16)
+    Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out)
+    Owlv2ImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    _random_readme(out, "OWLv2 detector")
+    return out
+
+
+def make_tiny_depth(out: str | Path, image_size: int = 56, seed: int = 0) -> Path:
+    """A Depth Anything depth estimator (DINOv2 backbone) with its image processor."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, DPTImageProcessor
+    from transformers import Dinov2Config
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=image_size, patch_size=14, out_indices=[1, 2, 3, 4],
+                            out_features=["stage1", "stage2", "stage3", "stage4"], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, patch_size=14,
+                              neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(cfg).save_pretrained(out)
+    DPTImageProcessor(size={"height": image_size, "width": image_size}, keep_aspect_ratio=False,
+                      ensure_multiple_of=14, do_pad=False).save_pretrained(out)
+    _random_readme(out, "Depth Anything depth estimator")
+    return out
+
+
+def _random_readme(out: Path, what: str) -> None:
+    (out / "README.md").write_text(f"Tiny {what} with RANDOM weights, made by fusionweave for demos and tests. "
+                                   "Its outputs carry no meaning.\n")
+
+
+TINY_MODELS = {"clip": make_tiny_clip, "clip-pair": make_tiny_clip_pair, "owlv2": make_tiny_owlv2,
+               "depth": make_tiny_depth}

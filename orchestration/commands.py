@@ -13,9 +13,10 @@ from orchestration.build_info import write_build_json
 from orchestration.config import ConfigError, Recipe, load_recipe, section
 from orchestration.ray_engine import RayEngine
 from pipelines.curate import pipeline as curate_pipeline
+from pipelines.perceive import pipeline as perceive_pipeline
 from pipelines.select import pipeline as select_pipeline
 
-PIPELINES = {"curate": curate_pipeline, "select": select_pipeline}
+PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline}
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from datasets_cards.config import CardConfig
 from pipelines.curate.config import CurateConfig
 from pipelines.errors import BuildSetupError
+from pipelines.perceive.config import PerceiveConfig
 from pipelines.select.config import SelectConfig
 
 
@@ -35,9 +36,10 @@ class Recipe(BaseModel):
     card: CardConfig = CardConfig()
     curate: CurateConfig | None = None
     select: SelectConfig | None = None
+    perceive: PerceiveConfig | None = None
 
 
-PIPELINE_SECTIONS = {"curate": "curate", "select": "select"}
+PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive"}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -10,12 +10,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from experts.base import ModelStep
+from experts.base import ModelStep, Stage
 from pipelines.atomic import staging_dir
 from pipelines.engine import Batch
 
@@ -90,7 +90,7 @@ class RayEngine:
             yield ray.get(done[0])
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: ModelStep, *, read_cpus: float, desc: str) -> Iterator[Batch]:
+                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str) -> Iterator[Batch]:
         import ray
 
         if not items:
@@ -102,12 +102,17 @@ class RayEngine:
                 yield from read(json.loads(s))
             _release_memory()
 
-        res = step.resources
         ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=len(items))
         ds = ds.map_batches(read_items, batch_size=1, num_cpus=read_cpus, batch_format="numpy")
-        ds = ds.map_batches(_StepActor, fn_constructor_args=(step,), batch_size=res.batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=res.concurrency), num_cpus=res.num_cpus,
-                            num_gpus=res.num_gpus or None, zero_copy_batch=True)
+        for st in ([step] if isinstance(step, ModelStep) else step):
+            if isinstance(st, ModelStep):
+                res = st.resources
+                ds = ds.map_batches(_StepActor, fn_constructor_args=(st,), batch_size=res.batch_size,
+                                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=res.concurrency),
+                                    num_cpus=res.num_cpus, num_gpus=res.num_gpus or None, zero_copy_batch=True)
+            else:  # CPU work between the models (decode, resize, merge) streams on tasks
+                ds = ds.map_batches(_by_chunk(st), batch_size=None, batch_format="numpy", num_cpus=read_cpus,
+                                    zero_copy_batch=False)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
     def share(self, value: Any) -> "RayShared":
@@ -156,21 +161,28 @@ class RayShared:
         return ray.get(self.ref)  # numpy arrays come back as zero-copy views of shared memory
 
 
+def _by_chunk(fn: Callable[[Batch], Batch]) -> Callable[[Batch], Batch]:
+    """Batches from the reader may be merged; each reader chunk is processed on its own so results
+    never depend on how the engine happened to batch (same input, same output)."""
+    def run(batch: Batch) -> Batch:
+        if "_chunk" not in batch:
+            return fn(batch)
+        chunks = batch["_chunk"]
+        outs = [fn({k: v[chunks == c] for k, v in batch.items()}) for c in dict.fromkeys(chunks)]
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return run
+
+
 class _StepActor:
     """One pool worker: the model is set up once and kept for every batch it is given."""
 
     def __init__(self, step: ModelStep):
         self.step = step
         step.setup()
+        self._run = _by_chunk(step.process)
 
     def __call__(self, batch: Batch) -> Batch:
-        if "_chunk" not in batch:
-            return self.step.process(batch)
-        # batches from the reader may be merged; each reader chunk is processed on its own so
-        # results never depend on how the engine happened to batch (same input, same output)
-        chunks = batch["_chunk"]
-        outs = [self.step.process({k: v[chunks == c] for k, v in batch.items()}) for c in dict.fromkeys(chunks)]
-        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        return self._run(batch)
 
     def __del__(self) -> None:
         try:

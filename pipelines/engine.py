@@ -3,13 +3,13 @@ Beam directly; orchestration passes in the engine that implements it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from experts.base import ModelStep
+    from experts.base import ModelStep, Stage
 
 Batch = dict[str, np.ndarray]
 
@@ -38,9 +38,10 @@ class ModelEngine(Engine, Protocol):
     """An engine that can also run model steps as pools of long-lived workers."""
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: "ModelStep", *, read_cpus: float, desc: str) -> Iterator[Batch]:
+                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str) -> Iterator[Batch]:
         """`read` turns each item into batches on CPU workers; `step` (set up once per worker,
-        with the resources it declares) processes them. Yields the processed batches in any
+        with the resources it declares) processes them. Given a chain, each model step runs as
+        its own pool and each plain callable between them as CPU tasks (`read_cpus` each). Yields the processed batches in any
         order. Rows sharing a `_chunk` value are always processed together, in one call."""
         ...
 

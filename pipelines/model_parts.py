@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from experts.base import ModelStep
+from experts.base import ModelStep, Stage
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Batch, ModelEngine
 
@@ -38,7 +38,7 @@ def concat(batches: list[Batch]) -> Batch:
 
 
 def run_model_parts(engine: ModelEngine, folder: StageFolder, parts: list[dict[str, Any]],
-                    read: Callable[[dict[str, Any]], Any], step: ModelStep,
+                    read: Callable[[dict[str, Any]], Any], step: "ModelStep | Sequence[Stage]",
                     finish: Callable[[dict[str, Any], Batch], dict[str, Any]], *, read_cpus: float, desc: str,
                     progress: bool = True) -> dict[str, dict[str, Any]]:
     folder.prepare()

@@ -6,27 +6,25 @@ with the resources it declares; the driver writes each part once all its rows ar
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from experts.base import Resources
 from experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
 from experts.resolve import resolve_model
-from pipelines.atomic import write_bytes_atomic
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Batch, ModelEngine
-from pipelines.model_parts import chunk_columns, run_model_parts
+from pipelines.image_parts import image_part_reader, read_record
+from pipelines.model_parts import run_model_parts
 from pipelines.select.config import EmbedConfig, SelectConfig
-from pipelines.shard_sink import make_rejects, shard_name, write_parquet, write_rejects
-from pipelines.shard_source import ImageSample, iter_image_samples
+from pipelines.shard_sink import shard_name, write_parquet, write_rejects
+from pipelines.shard_source import ImageSample
 from transforms.step import StepStats, stats_to_json
 
 STAGE = "embed"
@@ -67,72 +65,23 @@ def embeddings_of(table: pa.Table) -> np.ndarray:
     return data.reshape(len(col), width // 2)
 
 
-def _record(work: Path, part: str) -> tuple[Path, Path]:
-    return work / "read" / f"part-{part}.json", work / "read" / f"part-{part}.parquet"
-
-
 def make_reader(cfg: EmbedConfig, work: Path):  # noqa: ANN201 - a closure shipped to the workers
-    def read(part: dict[str, Any]) -> Iterator[Batch]:
-        pre = _preprocessor(cfg.model, cfg.revision)
-        p = part["part"]
-        bad: list[dict[str, Any]] = []
-        sent = 0
-        held: Batch | None = None
-        chunk_no = 0
+    def to_batch(items: list[ImageSample], bad: list[dict[str, Any]]) -> Batch | None:
+        px, errors = _preprocessor(cfg.model, cfg.revision)([s.members[s.image_ext] for s in items])
+        ok = [s for s, e in zip(items, errors) if e is None]
+        bad.extend({"key": s.key, "step": STEP, "reason": "undecodable", "detail": e, "url": s.meta.get("url")}
+                   for s, e in zip(items, errors) if e is not None)
+        if not ok:
+            return None
+        return {"key": np.array([s.key for s in ok], dtype=object),
+                "idx": np.array([s.index for s in ok], np.int64), "pixels": px}
 
-        def prepare(items: list[ImageSample]) -> Batch | None:
-            nonlocal chunk_no
-            px, errors = pre([s.members[s.image_ext] for s in items])
-            ok = [s for s, e in zip(items, errors) if e is None]
-            bad.extend({"key": s.key, "step": STEP, "reason": "undecodable", "detail": e, "url": s.meta.get("url")}
-                       for s, e in zip(items, errors) if e is not None)
-            if not ok:
-                return None
-            chunk_no += 1
-            return {"key": np.array([s.key for s in ok], dtype=object),
-                    "idx": np.array([s.index for s in ok], np.int64), "pixels": px, "_n": chunk_no}
-
-        def flush(items: list[ImageSample]) -> Iterator[Batch]:
-            nonlocal held, sent
-            b = prepare(items)
-            if b is None:
-                return
-            if held is not None:
-                yield held
-            n = len(b["key"])
-            sent += n
-            b.update(chunk_columns(p, b.pop("_n"), n, None))
-            held = b
-
-        items: list[ImageSample] = []
-        rows_in = 0
-        t0 = time.perf_counter()
-        for item in iter_image_samples(part["input"], part.get("expected")):
-            rows_in += 1
-            if isinstance(item, dict):
-                bad.append(item)
-                continue
-            items.append(item)
-            if len(items) == cfg.batch_size:
-                yield from flush(items)
-                items = []
-        yield from flush(items)
-        meta_path, rej_path = _record(work, p)
-        write_parquet(rej_path, make_rejects(bad, STAGE))
-        counts = Counter((b["step"], b["reason"]) for b in bad)
-        write_bytes_atomic(meta_path, json.dumps({"rows_in": rows_in, "sent": sent, "read_seconds": time.perf_counter() - t0,
-                                                  "rejects": [[st, r, n] for (st, r), n in sorted(counts.items())]}).encode())
-        if held is not None:
-            held["_rows"][-1] = sent
-            yield held
-    return read
+    return image_part_reader(work, STAGE, cfg.batch_size, to_batch)
 
 
 def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, seconds: float, dim: int) -> dict[str, Any]:
     p = part["part"]
-    meta_path, rej_path = _record(folder.work, p)
-    rec = json.loads(meta_path.read_text())
-    rej = pq.read_table(rej_path)
+    rec, rej = read_record(folder.work, p)
     n = len(rows.get("key", ()))
     if n != rec["sent"]:
         raise RuntimeError(f"embed part {p}: {n} embeddings came back, {rec['sent']} were sent")

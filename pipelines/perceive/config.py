@@ -1,0 +1,99 @@
+"""Typed configuration of the perceive pipeline (DenseFusion's perception experts).
+
+Each expert has `enabled`, a model (a local folder or a Hugging Face id in the local cache; for
+YOLO a .pt/.yaml file or a YAML ultralytics ships; for OCR the backend) and the resources its
+worker pool declares. `trust_remote_code` stays off unless turned on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from experts.base import Resources
+from pipelines.select.config import Strict
+
+
+class ExpertConfig(Strict):
+    enabled: bool = True
+    model: str = ""
+    revision: str | None = None
+    batch_size: int = Field(8, gt=0)
+    num_cpus: float = Field(0.5, gt=0, description="per model worker")
+    num_gpus: float = Field(0.0, ge=0)
+    concurrency: int = Field(1, gt=0, description="model workers in the pool")
+    threads: int | None = Field(None, gt=0, description="intra-op threads per worker")
+
+    @model_validator(mode="after")
+    def _model_named(self) -> "ExpertConfig":
+        if self.enabled and not self.model:
+            raise ValueError("model is required when the expert is enabled (a local folder or a cached Hugging Face id)")
+        return self
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=self.num_cpus, num_gpus=self.num_gpus, batch_size=self.batch_size,
+                         concurrency=self.concurrency, threads=self.threads)
+
+
+class TaggerConfig(ExpertConfig):
+    vocabulary: str = Field("coco+lvis", description="coco, lvis, coco+lvis, or a file with one tag per line")
+    prompt: str = "a photo of a {}."
+    threshold: float = Field(0.1, ge=0, le=1)
+    top_k: int = Field(10, gt=0)
+
+
+class DetectorConfig(ExpertConfig):
+    model: str = "yolov8n.pt"
+    confidence: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.7, gt=0, le=1)
+    image_size: int = Field(640, gt=0)
+    max_det: int = Field(100, gt=0)
+
+
+class OvdConfig(ExpertConfig):
+    backend: Literal["owl", "yolo_world"] = "owl"
+    confidence: float = Field(0.1, ge=0, le=1)
+    max_queries: int = Field(16, gt=0, description="tags per image used as queries")
+    image_size: int = Field(640, gt=0, description="yolo_world only")
+
+
+class BoxesConfig(Strict):
+    min_score: float = Field(0.1, ge=0, le=1, description="confidence floor after merging")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware NMS across detectors")
+    max_boxes: int = Field(20, gt=0)
+    small_area: float = Field(0.01, gt=0, le=1, description="normalised box area below which an object is small")
+    small_quota: float = Field(0.25, ge=0, le=1, description="share of max_boxes kept for small objects")
+
+
+class OcrConfig(ExpertConfig):
+    model: Literal["rapidocr", "paddleocr"] = "rapidocr"
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    det_model_dir: str | None = None
+    rec_model_dir: str | None = None
+
+
+class DepthConfig(ExpertConfig):
+    pass
+
+
+class PerceiveConfig(Strict):
+    input: list[Path] | None = Field(None, description="stage folders, folders of .tar or .tar files; default: "
+                                                       "this build's select output, else its validate output")
+    read_cpus: float = Field(0.5, gt=0, description="per read / decode / preprocess task")
+    chunk_size: int = Field(8, gt=0, description="images per reader chunk")
+    trust_remote_code: bool = False
+    tagger: TaggerConfig = TaggerConfig(enabled=False)
+    detector: DetectorConfig = DetectorConfig(enabled=False)
+    ovd: OvdConfig = OvdConfig(enabled=False)
+    boxes: BoxesConfig = BoxesConfig()
+    ocr: OcrConfig = OcrConfig()
+    depth: DepthConfig = DepthConfig(enabled=False)
+
+    @model_validator(mode="after")
+    def _ovd_needs_tags(self) -> "PerceiveConfig":
+        if self.ovd.enabled and not self.tagger.enabled:
+            raise ValueError("ovd.enabled needs tagger.enabled: the open-vocabulary detector is queried with the tags")
+        if not any(e.enabled for e in (self.tagger, self.detector, self.ovd, self.ocr, self.depth)):
+            raise ValueError("no expert is enabled")
+        return self

@@ -1,0 +1,143 @@
+"""The perceive stage: every input sample gets `experts.json` (and `depth.png` when depth ran).
+
+CPU tasks read the shards (image bytes and upright size); the chain of experts runs on the
+engine (model steps as actor pools, their prepare/postprocess as CPU tasks); the driver gathers
+each part and rewrites its shard with the new members. Only unreadable samples are rejects; an
+expert failing on a sample is recorded in that sample's `experts.json` and counted.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from experts.depth import DETECTIONS, PNG
+from experts.expert import Expert, result_column
+from experts.pixels import error_text
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Batch, ModelEngine
+from pipelines.image_parts import image_part_reader, read_record
+from pipelines.model_parts import run_model_parts
+from pipelines.perceive.config import PerceiveConfig
+from pipelines.perceive.chain import MergeDetections, build_chain
+from pipelines.shard_sink import shard_name, write_rejects, write_shard
+from pipelines.shard_source import ImageSample, iter_image_samples
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "perceive"
+READ_STEP = "read_image"
+SCHEMA = "fusionweave.experts/1"
+ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def upright_size(data: bytes) -> tuple[int, int]:
+    """Width and height after EXIF orientation, from the header only (no pixel decode)."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112)
+    return (h, w) if orientation in ROTATED else (w, h)
+
+
+def to_batch(items: list[ImageSample], bad: list[dict[str, Any]]) -> Batch | None:
+    keep, sizes = [], []
+    for s in items:
+        try:
+            sizes.append(upright_size(s.members[s.image_ext]))
+            keep.append(s)
+        except Exception as err:  # noqa: BLE001 - an unreadable header is this sample's reject
+            bad.append({"key": s.key, "step": READ_STEP, "reason": "undecodable", "detail": error_text(err),
+                        "url": s.meta.get("url")})
+    if not keep:
+        return None
+    return {"key": np.array([s.key for s in keep], dtype=object), "idx": np.array([s.index for s in keep], np.int64),
+            "image": np.array([s.members[s.image_ext] for s in keep], dtype=object),
+            "width": np.array([w for w, _ in sizes], np.int32), "height": np.array([h for _, h in sizes], np.int32)}
+
+
+def experts_json(row: dict[str, Any], experts: list[Expert], merge: MergeDetections | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schema": SCHEMA, "image": {"width": int(row["width"]), "height": int(row["height"])},
+                           "experts": {}}
+    for e in experts:
+        rec = json.loads(row[result_column(e.name)])
+        info = e.info()
+        doc["experts"][e.name] = {"model": info["model"], "revision": info["revision"], "settings": info["settings"],
+                                  "results": rec["results"], "seconds": rec["seconds"], "error": rec["error"]}
+    if merge is not None:
+        doc["detections"] = json.loads(row[DETECTIONS])
+        doc["detections_settings"] = merge.settings()
+    return doc
+
+
+def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts: list[Expert],
+                merge: MergeDetections | None) -> dict[str, Any]:
+    p = part["part"]
+    rec, rej = read_record(folder.work, p)
+    n = len(rows.get("key", ()))
+    if n != rec["sent"]:
+        raise RuntimeError(f"perceive part {p}: {n} rows came back, {rec['sent']} were sent")
+    by_idx = {int(i): j for j, i in enumerate(rows["idx"])} if n else {}
+    out: list[dict[str, Any]] = []
+    errors: Counter = Counter()
+    model_seconds: Counter = Counter()
+    for item in iter_image_samples(part["input"], part.get("expected")):
+        if isinstance(item, dict) or item.index not in by_idx:
+            continue  # the reader recorded it as a reject
+        j = by_idx.pop(item.index)
+        row = {k: v[j] for k, v in rows.items()}
+        if row["key"] != item.key:
+            raise RuntimeError(f"perceive part {p}: sample {item.index} is {item.key!r}, the experts saw "
+                               f"{row['key']!r}; the input changed during the stage")
+        doc = experts_json(row, experts, merge)
+        for name, x in doc["experts"].items():
+            errors[name] += x["error"] is not None
+            model_seconds[name] += x["seconds"]
+        sample = {"__key__": item.key, **item.members, "experts.json": doc}
+        if PNG in row and len(row[PNG]):
+            sample["depth.png"] = row[PNG]
+        out.append(sample)
+    if by_idx:
+        raise RuntimeError(f"perceive part {p}: {len(by_idx)} samples are missing from {part['input']}")
+    read_rejects = Counter()
+    for _step, reason, count in rec["rejects"]:
+        read_rejects[reason] += count
+    stats = {READ_STEP: StepStats(rec["rows_in"], n, read_rejects, rec["read_seconds"])}
+    for e in experts:
+        stats[e.name] = StepStats(n, n, Counter(), model_seconds[e.name])
+    name = shard_name(int(p))
+    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rec["rows_in"], "rejected": rej.num_rows,
+                             "shard": None, "count": 0, "stats": stats_to_json(stats),
+                             "expert_errors": {k: v for k, v in sorted(errors.items()) if v}}
+    if out:
+        entry.update(shard=name, **write_shard(folder.dir / name, out))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
+    return entry
+
+
+def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]],
+        experts: list[Expert]) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    chain = build_chain(experts, cfg.boxes)
+    merge = next((s for s in chain if isinstance(s, MergeDetections)), None)
+
+    def finish(part: dict[str, Any], rows: Batch) -> dict[str, Any]:
+        return finish_part(folder, part, rows, experts, merge)
+
+    entries = run_model_parts(engine, folder, parts, image_part_reader(folder.work, STAGE, cfg.chunk_size, to_batch),
+                              chain, finish, read_cpus=cfg.read_cpus, desc="perceive")
+    errors: Counter = Counter()
+    for e in entries.values():
+        errors.update(e.get("expert_errors", {}))
+    info = {"experts": [e.info() for e in experts], "expert_errors": dict(sorted(errors.items())),
+            "schema": SCHEMA}
+    if merge is not None:
+        info["boxes"] = merge.settings()
+    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)
