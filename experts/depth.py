@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, cell, cells, error_column, result_column
+from experts.expert import Expert, ExpertError, prepare_errors, cell, cells, error_column, result_column
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 
 PIXELS = "_px_depth"
@@ -72,7 +72,7 @@ class DepthExpert(Expert):
     def prepare(self, batch: Batch) -> Batch:
         px, errors = self._pre(list(batch["image"]))
         batch[PIXELS] = px
-        batch[error_column(self.name)] = np.array(errors, dtype=object)
+        batch[error_column(self.name)] = prepare_errors(errors)
         return batch
 
     def setup(self) -> None:

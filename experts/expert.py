@@ -34,6 +34,12 @@ def error_column(name: str) -> str:
     return f"_err_{name}"
 
 
+def prepare_errors(errors: list[str | None]) -> np.ndarray:
+    """Per-row errors of a prepare step as strings, "" for none: an all-None object column would
+    cross the engine (Arrow) as nulls and come back as float NaN."""
+    return np.array([e or "" for e in errors], dtype=object)
+
+
 def take(batch: Batch, rows: np.ndarray) -> Batch:
     return {k: v[rows] for k, v in batch.items()}
 
@@ -92,7 +98,8 @@ class Expert(ModelStep):
         results and errors per row, and seconds per predicted row."""
         n = len(batch["key"])
         prep = batch.pop(error_column(self.name), None)
-        errors: list[str | None] = list(prep) if prep is not None else [None] * n
+        errors: list[str | None] = [e if isinstance(e, str) and e else None for e in prep] if prep is not None \
+            else [None] * n
         results: list[Any] = [None] * n
         rows = np.flatnonzero([e is None for e in errors])
         t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, error_column, read_results
+from experts.expert import Expert, ExpertError, prepare_errors, error_column, read_results
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from transforms.boxes import detections, normalize_xyxy
 
@@ -46,7 +46,7 @@ class OwlDetector(Expert):
                                           **({"do_pad": False} if v2 else {}))
         px, errors = self._pre(list(batch["image"]))
         batch[PIXELS] = px
-        batch[error_column(self.name)] = np.array(errors, dtype=object)
+        batch[error_column(self.name)] = prepare_errors(errors)
         return batch
 
     def setup(self) -> None:

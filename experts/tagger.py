@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, error_column
+from experts.expert import Expert, ExpertError, prepare_errors, error_column
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from experts import vocabulary
 
@@ -45,7 +45,7 @@ class Tagger(Expert):
     def prepare(self, batch: Batch) -> Batch:
         px, errors = self._pre(list(batch["image"]))
         batch[PIXELS] = px
-        batch[error_column(self.name)] = np.array(errors, dtype=object)
+        batch[error_column(self.name)] = prepare_errors(errors)
         return batch
 
     def setup(self) -> None:

@@ -40,7 +40,10 @@ def upright_size(data: bytes) -> tuple[int, int]:
     """Width and height after EXIF orientation, from the header only (no pixel decode)."""
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
-        orientation = im.getexif().get(0x0112)
+        try:
+            orientation = im.getexif().get(0x0112)
+        except Exception:  # noqa: BLE001 - unreadable metadata: the experts will say what is wrong
+            orientation = None
     return (h, w) if orientation in ROTATED else (w, h)
 
 

@@ -1,0 +1,173 @@
+"""The perceive build end to end on Ray with all five experts (tiny random tagger, YOLO from its
+YAML, OWLv2 and depth; real RapidOCR): every sample gets a valid experts.json and depth.png,
+bad samples become rejects or per-expert errors, rows balance, and a kill mid-stage resumes to
+the identical result."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipelines.shard_sink import write_shard
+from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
+from tests.test_experts import TAGS, picture
+
+pytestmark = pytest.mark.heavy
+
+
+def sample(key: str, data: bytes, ext: str = "png") -> dict:
+    return {"__key__": key, ext: data, "txt": f"alt text {key}", "json": {"key": key, "url": f"http://example.test/{key}"}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
+
+    root = tmp_path_factory.mktemp("perceive-data")
+    shards = [[sample(f"s{s}-{i}", picture(10 * s + i, (480, 320), [("OPEN DATA", (60, 200))])) for i in range(6)]
+              for s in range(4)]
+    shards[1][2] = sample("corrupt", b"\xff\xd8\xff\xe0 not a jpeg at all", "jpg")     # unreadable header: reject
+    shards[2][4] = sample("truncated-png", picture(99, (480, 320))[:300])             # header ok, pixels not
+    shards[3][0] = {"__key__": "no-image", "txt": "x", "json": {"url": "http://example.test/no-image"}}
+    folder = root / "shards"
+    folder.mkdir()
+    for n, samples in enumerate(shards):
+        write_shard(folder / f"in-{n:02d}.tar", samples)
+    last = folder / "in-03.tar"
+    last.write_bytes(last.read_bytes()[: int(last.stat().st_size * 0.7)])
+    vocab = root / "tags.txt"
+    vocab.write_text("\n".join(TAGS))
+    return {"folder": folder, "clip": make_tiny_clip_pair(root / "clip", TAGS),
+            "owl": make_tiny_owlv2(root / "owl", TAGS), "depth": make_tiny_depth(root / "depth"), "vocab": vocab}
+
+
+def recipe(data: dict, path: Path, folder: Path | None = None) -> Path:
+    cfg = {"input": [str(folder or data["folder"])], "chunk_size": 3,
+           "tagger": {"model": str(data["clip"]), "vocabulary": str(data["vocab"]), "threshold": 0.0, "top_k": 3,
+                      "batch_size": 3},
+           "detector": {"model": "yolov8n.yaml", "confidence": 0.0, "max_det": 10, "image_size": 320, "batch_size": 3},
+           "ovd": {"model": str(data["owl"]), "confidence": 0.0, "batch_size": 3},
+           "boxes": {"min_score": 0.0, "max_boxes": 8},
+           "ocr": {"min_confidence": 0.5, "batch_size": 3},
+           "depth": {"model": str(data["depth"]), "batch_size": 3}}
+    path.write_text(yaml.safe_dump({"seed": 0, "perceive": cfg}))
+    return path
+
+
+def build(cfg: Path, out: Path) -> list[str]:
+    return ["build", "perceive", "--config", str(cfg), "--out", str(out), "--no-progress", "--num-cpus", "2"]
+
+
+def members(out: Path, by_shard: bool = False) -> dict[str, dict[str, bytes]]:
+    found: dict[str, dict[str, bytes]] = {}
+    for shard in sorted((out / "perceive").glob("shard-*.tar")):
+        with tarfile.open(shard) as tf:
+            for m in tf.getmembers():
+                key, ext = m.name.split(".", 1)
+                found.setdefault(f"{shard.name}/{key}" if by_shard else key, {})[ext] = tf.extractfile(m).read()
+    return found
+
+
+@pytest.fixture(scope="module")
+def reference(data: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("perceive-ref") / "out"
+    r = cli(*build(recipe(data, out.parent / "perceive.yaml"), out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    return out
+
+
+def test_every_sample_carries_the_experts(reference: Path) -> None:
+    stats = json.loads((reference / "perceive" / "_stats.json").read_text())
+    assert stats["rows_in"] == stats["rows_out"] + stats["rejected"] and stats["balanced"]
+    got = members(reference)
+    assert len(got) == stats["rows_out"] and "corrupt" not in got and "no-image" not in got
+    assert "truncated-png" in got  # readable header, unreadable pixels: kept, with every expert's error
+    reasons = {r["key"]: r["reason"] for r in all_rejects(reference, "perceive").to_pylist()}
+    assert reasons["corrupt"] == "undecodable" and reasons["no-image"] == "missing_image"
+    assert "broken_tar" in reasons.values()
+    for key, m in got.items():
+        assert {"png", "txt", "json", "experts.json"} <= set(m), key  # input members kept
+        doc = json.loads(m["experts.json"])
+        assert doc["schema"] == "fusionweave.experts/1"
+        assert set(doc["experts"]) == {"tagger", "detector", "ovd", "ocr", "depth"}
+        for name, x in doc["experts"].items():
+            assert {"model", "revision", "settings", "results", "seconds", "error"} <= set(x), name
+        if key == "truncated-png":
+            assert all(x["error"] and x["results"] is None for x in doc["experts"].values())
+            assert "depth.png" not in m
+            continue
+        assert all(x["error"] is None for x in doc["experts"].values()), key
+        assert 1 <= len(doc["experts"]["tagger"]["results"]) <= 3
+        assert len(doc["detections"]) <= 8
+        for d in doc["detections"]:
+            assert all(0 <= v <= 1 and round(v, 3) == v for v in d["box"])
+        assert {x["text"].replace(" ", "") for x in doc["experts"]["ocr"]["results"]} == {"OPENDATA"}
+        depth = Image.open(io.BytesIO(m["depth.png"]))
+        assert depth.size == (480, 320) and np.asarray(depth).dtype == np.uint16
+        assert len(doc["experts"]["depth"]["results"]["objects"]) == len(doc["detections"])
+    assert stats["expert_errors"] == {n: 1 for n in ("depth", "detector", "ocr", "ovd", "tagger")}
+
+
+def test_shards_read_back_with_webdataset(reference: Path) -> None:
+    import webdataset as wds
+
+    files = sorted(str(p) for p in (reference / "perceive").glob("shard-*.tar"))
+    n = sum(1 for s in wds.WebDataset(files, shardshuffle=False) if "experts.json" in s)
+    assert n == json.loads((reference / "perceive" / "_stats.json").read_text())["rows_out"]
+
+
+def test_missing_model_fails_before_work(data: dict, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(recipe(data, tmp_path / "p.yaml").read_text())
+    cfg["perceive"]["depth"]["model"] = str(tmp_path / "no-such-depth-model")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = cli(*build(tmp_path / "bad.yaml", tmp_path / "out"))
+    assert r.returncode == 2 and "no-such-depth-model" in r.stderr and "looked in" in r.stderr
+    assert not (tmp_path / "out" / "perceive").exists()
+    cfg["perceive"]["depth"]["model"] = ""
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = cli(*build(tmp_path / "bad.yaml", tmp_path / "out"))
+    assert r.returncode == 2 and "model is required" in r.stderr
+
+
+def test_kill_mid_stage_resumes_to_the_same_result(data: dict, tmp_path: Path) -> None:
+    import shutil
+
+    many = tmp_path / "many"  # enough parts that the kill lands between them
+    many.mkdir()
+    for i in range(12):
+        shutil.copy(data["folder"] / f"in-0{i % 3}.tar", many / f"in-{i:02d}.tar")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    cfg = recipe(data, tmp_path / "perceive.yaml", many)
+    r = cli(*build(cfg, ref))
+    assert r.returncode == 0, r.stderr[-3000:]
+    manifest = out / "perceive" / "_manifest.jsonl"
+    kill_build_when(build(cfg, out), lambda: manifest_lines(manifest) >= 2)
+    assert 2 <= manifest_lines(manifest) < 12
+    r = cli(*build(cfg, out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already done, resuming" in r.stderr
+    # the same samples with the same members; experts.json equal but for the measured seconds
+    assert sorted(stage_shards(out, "perceive")) == sorted(stage_shards(ref, "perceive"))
+    a, b = members(out, by_shard=True), members(ref, by_shard=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].keys() == b[key].keys()
+        for ext in a[key]:
+            if ext == "experts.json":
+                assert untimed(a[key][ext]) == untimed(b[key][ext]), key
+            else:
+                assert a[key][ext] == b[key][ext], (key, ext)
+    assert not [p for p in visible_files(out) if ".tmp-" in p.name]
+
+
+def untimed(raw: bytes) -> dict:
+    doc = json.loads(raw)
+    for x in doc["experts"].values():
+        x.pop("seconds")
+    return doc
