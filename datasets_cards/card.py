@@ -43,7 +43,8 @@ def _stage_stats(out: Path, stages: list[str]) -> dict[str, dict[str, Any]]:
 
 def build_outputs(build: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     """(pipeline, its stages, its final stage) for every pipeline recorded in build.json."""
-    return [(name, o["stages"], o["final"]) for name, o in build.get("outputs", {}).items()]
+    outputs = sorted(build.get("outputs", {}).items(), key=lambda kv: kv[1].get("sequence", 0))
+    return [(name, o["stages"], o["final"]) for name, o in outputs]
 
 
 def render(out: str | Path) -> Path:

@@ -58,7 +58,10 @@ def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int
     info = {**old, "seed": seed, "versions": versions(), "code_revision": code_revision(), "argv": argv,
             "pipelines": {**old.get("pipelines", {}), pipeline: config}, "card": card or old.get("card") or {}}
     if stages:
-        info["outputs"] = {**old.get("outputs", {}), pipeline: {"stages": stages, "final": stages[-1]}}
+        prior = old.get("outputs", {})
+        # the order pipelines ran in (each reads the one before); build.json's keys are sorted
+        seq = prior.get(pipeline, {}).get("sequence", max((o.get("sequence", 0) for o in prior.values()), default=-1) + 1)
+        info["outputs"] = {**prior, pipeline: {"stages": stages, "final": stages[-1], "sequence": seq}}
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
     return info

@@ -180,5 +180,5 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    print(report.render(report.collect(args.out)))
+    print(report.render(report.collect(args.out, _stage_order(args.out))))
     return 0

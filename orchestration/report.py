@@ -25,6 +25,10 @@ def render(stages: dict[str, dict[str, Any]]) -> str:
         for step, s in st.get("steps", {}).items():
             rej = ", ".join(f"{r} {n:,}" for r, n in s["rejects"].items()) or "-"
             lines.append(f"    {step:<22} in {s['rows_in']:>9,}  out {s['rows_out']:>9,}  {s['seconds']:>7.2f}s  rejects: {rej}")
+        if "expert_errors" in st:
+            # an expert that failed on a sample keeps the sample (its experts.json says why)
+            errs = ", ".join(f"{k} {n:,}" for k, n in st["expert_errors"].items()) or "none"
+            lines.append(f"    expert errors (samples kept, error in experts.json): {errs}")
     return "\n".join(lines)
 
 

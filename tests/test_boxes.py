@@ -54,3 +54,4 @@ def test_cap_keeps_a_quota_of_small_objects_and_spreads_labels() -> None:
     assert [d["score"] for d in out] == sorted((d["score"] for d in out), reverse=True)
     few = big[:3]
     assert cap_balanced(few, max_boxes=8) == few  # under the cap nothing is dropped
+

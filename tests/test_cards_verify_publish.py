@@ -199,3 +199,15 @@ def test_publish_refuses_a_build_that_fails_verify(build, tmp_path):
         r = run_publish(out, hub, "--repo", "org/bad")
         assert r.returncode == 1 and "refusing to publish" in r.stderr
         assert hub.repos == {} and hub.uploads == 0
+
+
+def test_pipelines_keep_the_order_they_ran_in(tmp_path: Path) -> None:
+    """build.json's keys are sorted; cards, verify and reports need curate -> select -> perceive."""
+    from datasets_cards.card import build_outputs
+    from orchestration.build_info import write_build_json
+
+    for name, stages in [("curate", ["metadata", "validate"]), ("select", ["embed", "select"]),
+                         ("perceive", ["perceive"]), ("select", ["embed", "select"])]:  # a rerun keeps its place
+        write_build_json(tmp_path, name, {"x": 1}, 0, [], stages=stages)
+    build = json.loads((tmp_path / "build.json").read_text())
+    assert [n for n, _, _ in build_outputs(build)] == ["curate", "select", "perceive"]

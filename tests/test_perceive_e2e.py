@@ -112,6 +112,8 @@ def test_every_sample_carries_the_experts(reference: Path) -> None:
         assert depth.size == (480, 320) and np.asarray(depth).dtype == np.uint16
         assert len(doc["experts"]["depth"]["results"]["objects"]) == len(doc["detections"])
     assert stats["expert_errors"] == {n: 1 for n in ("depth", "detector", "ocr", "ovd", "tagger")}
+    assert "expert errors (samples kept, error in experts.json): depth 1, detector 1" in \
+        (reference / "report.txt").read_text()
 
 
 def test_shards_read_back_with_webdataset(reference: Path) -> None:

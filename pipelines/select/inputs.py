@@ -27,7 +27,7 @@ def _shards_of(path: Path) -> list[tuple[Path, int | None]]:
                 e = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if e.get("shard", "").endswith(".tar"):
+            if (e.get("shard") or "").endswith(".tar"):  # parts that kept no sample have no shard
                 found.append((e["part"], path / e["shard"], e.get("count")))
         return [(p, n) for _, p, n in sorted(found, key=lambda t: t[0])]
     if path.is_dir():

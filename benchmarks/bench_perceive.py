@@ -1,0 +1,131 @@
+"""The perceive stage per expert on Ray vs the bare model loop on the same batches.
+
+ours: `pipelines.perceive.stage.run` with one expert enabled (the open-vocabulary detector with
+      the tagger it needs), on the embedded Ray engine (2 CPUs): reads the shards, runs the chain
+      (CPU prepare tasks, the model as an actor pool), writes shards with experts.json.
+bare: the same expert objects in one process (`run_chain_locally`: setup, then prepare and
+      forward on every batch) over the same batches read from the same shards, nothing written.
+Both use the same threads per model (`threads`). Tiny random models (their size is what makes
+pipeline overhead visible). RapidOCR is the real PP-OCRv4 pipeline: its images/s is reported.
+
+    python benchmarks/bench_perceive.py --images 96
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchmarks.common  # noqa: E402,F401  (quiet environment)
+from experts.base import run_chain_locally  # noqa: E402
+from experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
+from orchestration.ray_engine import RayEngine  # noqa: E402
+from pipelines.perceive import stage  # noqa: E402
+from pipelines.perceive.chain import build_chain, build_experts  # noqa: E402
+from pipelines.perceive.config import PerceiveConfig  # noqa: E402
+from pipelines.select.inputs import plan_parts  # noqa: E402
+from pipelines.shard_sink import write_shard  # noqa: E402
+from pipelines.shard_source import iter_image_samples  # noqa: E402
+
+TAGS = ["person", "dog", "cat", "car", "tree", "sign", "building", "sky", "road", "bicycle"]
+
+
+def make_shards(folder: Path, images: int, per_shard: int) -> None:
+    if folder.exists():
+        return
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    font = ImageFont.load_default(size=36)
+    samples = []
+    for i in range(images):
+        img = Image.new("RGB", (640, 480), tuple(int(c) for c in rng.integers(0, 256, 3)))
+        d = ImageDraw.Draw(img)
+        for _ in range(3):
+            x, y = (int(v) for v in rng.integers(0, 500, 2))
+            d.rectangle((x, y, x + 120, y + 90), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        d.text((40, 400), f"SHOP {i:04d}", fill=(0, 0, 0), font=font)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        samples.append({"__key__": f"img{i:05d}", "jpg": buf.getvalue(), "json": {"key": f"img{i:05d}"}})
+    for s in range(0, images, per_shard):
+        write_shard(folder / f"in-{s // per_shard:04d}.tar", samples[s:s + per_shard])
+
+
+def configs(models: Path, threads: int, batch: int) -> dict[str, dict]:
+    res = {"threads": threads, "batch_size": batch, "num_cpus": 1.0}
+    tagger = {"model": str(models / "clip"), "vocabulary": str(models / "tags.txt"), "threshold": 0.0, "top_k": 5,
+              **res}
+    off = {"enabled": False}
+    base = {"tagger": off, "detector": off, "ovd": off, "ocr": off, "depth": off}
+    return {
+        "tagger": {**base, "tagger": tagger},
+        "detector": {**base, "detector": {"model": "yolov8n.yaml", "confidence": 0.01, "image_size": 320, **res}},
+        "ovd": {**base, "tagger": tagger, "ovd": {"model": str(models / "owl"), "confidence": 0.1, **res}},
+        "ocr": {**base, "ocr": {"min_confidence": 0.5, **res}},
+        "depth": {**base, "depth": {"model": str(models / "depth"), **res}},
+    }
+
+
+def bare(cfg: PerceiveConfig, parts: list[dict]) -> float:
+    chain = build_chain(build_experts(cfg), cfg.boxes)
+    t0 = time.perf_counter()
+    batches = []
+    for p in parts:
+        items = [s for s in iter_image_samples(p["input"]) if not isinstance(s, dict)]
+        for i in range(0, len(items), cfg.chunk_size):
+            batches.append(stage.to_batch(items[i:i + cfg.chunk_size], []))
+    run_chain_locally(chain, batches)
+    return time.perf_counter() - t0
+
+
+def ours(cfg: PerceiveConfig, parts: list[dict], out: Path, engine: RayEngine) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    st = stage.run(cfg, out, engine, parts, build_experts(cfg))
+    assert st["balanced"] and not st["expert_errors"], st
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--per-shard", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-perceive"))
+    args = ap.parse_args()
+    models = args.work / "models"
+    if not (models / "depth").exists():
+        models.mkdir(parents=True, exist_ok=True)
+        (models / "tags.txt").write_text("\n".join(TAGS))
+        make_tiny_clip_pair(models / "clip", TAGS)
+        make_tiny_owlv2(models / "owl", TAGS)
+        make_tiny_depth(models / "depth")
+    make_shards(args.work / "shards", args.images, args.per_shard)
+    parts = plan_parts([args.work / "shards"])
+    results = {}
+    with RayEngine(num_cpus=2, progress=False) as engine:
+        for name, data in configs(models, args.threads, args.batch).items():
+            if args.only and name not in args.only:
+                continue
+            cfg = PerceiveConfig.model_validate({**data, "chunk_size": args.batch})
+            ours(cfg, parts, args.work / "warm", engine)  # actor and worker start-up is not the comparison
+            t_ours = ours(cfg, parts, args.work / "out", engine)
+            t_bare = bare(cfg, parts)
+            results[name] = {"bare_s": round(t_bare, 2), "ours_s": round(t_ours, 2), "ratio": round(t_bare / t_ours, 2),
+                             "ours_images_per_s": round(args.images / t_ours, 1),
+                             "bare_images_per_s": round(args.images / t_bare, 1)}
+            print(name, json.dumps(results[name]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Which shards a build reads from an upstream stage folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.select.inputs import plan_parts
+
+
+def test_stage_folder_input_skips_parts_that_kept_nothing(tmp_path: Path) -> None:
+    """A stage whose part kept no sample has a manifest line with no shard (select does this)."""
+    lines = [{"part": "000000", "shard": None, "count": 0}, {"part": "000001", "shard": "shard-000001.tar", "count": 3}]
+    (tmp_path / "_manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    parts = plan_parts([tmp_path])
+    assert [(p["input"], p["expected"]) for p in parts] == [(str(tmp_path / "shard-000001.tar"), 3)]
