@@ -60,7 +60,7 @@ def make_shards(folder: Path, images: int, per_shard: int) -> None:
 
 
 def configs(models: Path, threads: int, batch: int) -> dict[str, dict]:
-    res = {"threads": threads, "batch_size": batch, "num_cpus": 1.0}
+    res = {"threads": threads, "batch_size": batch, "num_cpus": 0.5}  # whole-CPU actors starve the reads on 2 cores
     tagger = {"model": str(models / "clip"), "vocabulary": str(models / "tags.txt"), "threshold": 0.0, "top_k": 5,
               **res}
     off = {"enabled": False}
