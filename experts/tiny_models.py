@@ -122,5 +122,50 @@ def _random_readme(out: Path, what: str) -> None:
                                    "Its outputs carry no meaning.\n")
 
 
+
+
+CAPTION_WORDS = ("a the of and in on with near left right top bottom red green blue white black dog cat person car "
+                 "tree sky grass road sign text reads large small two three building window standing sitting").split()
+
+
+def make_tiny_llava(out: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A LLaVA-style image-text-to-text model (CLIP vision tower, projector, Llama decoder) with a
+    word-level tokenizer and a minimal chat template. It writes random words."""
+    import torch
+    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    make_tiny_tokenizer(out / "_tok", [*CAPTION_WORDS, "describe image detail external information"])
+    tok = AutoTokenizer.from_pretrained(out / "_tok")
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_id = tok.convert_tokens_to_ids("<image>")
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=16)
+    text = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=512,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
+                      image_seq_length=(image_size // 16) ** 2, vision_feature_select_strategy="default")
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
+                                                             crop_size={"height": image_size, "width": image_size}),
+                          tokenizer=tok, patch_size=16, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
+                          chat_template=template)
+    proc.save_pretrained(out)
+    import shutil
+
+    shutil.rmtree(out / "_tok")
+    _random_readme(out, "LLaVA-style captioner")
+    return out
+
+
 TINY_MODELS = {"clip": make_tiny_clip, "clip-pair": make_tiny_clip_pair, "owlv2": make_tiny_owlv2,
-               "depth": make_tiny_depth}
+               "depth": make_tiny_depth, "llava": make_tiny_llava}
