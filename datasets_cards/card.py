@@ -24,6 +24,12 @@ LAION_TERMS = (
     "honoured X-Robots-Tag opt-outs ({directives}) and refused private and cloud-metadata addresses."
 )
 CITATIONS = {
+    "densefusion": """@inproceedings{li2024densefusion,
+  title={DenseFusion-1M: Merging Vision Experts for Comprehensive Multimodal Perception},
+  author={Li, Xiaotong and Zhang, Fan and Diao, Haiwen and Wang, Yueze and Wang, Xinlong and Duan, Ling-Yu},
+  booktitle={NeurIPS Datasets and Benchmarks},
+  year={2024}
+}""",
     "curate": """@inproceedings{schuhmann2022laion5b,
   title={LAION-5B: An open large-scale dataset for training next generation image-text models},
   author={Schuhmann, Christoph and others},
@@ -97,6 +103,26 @@ def render(out: str | Path) -> Path:
     return path
 
 
+def _caption_notes(build: dict[str, Any], stats_all: dict[str, dict[str, Any]]) -> list[str]:
+    """Who wrote the captions, said up front: template captions and tiny models are not data."""
+    lines = []
+    cap = stats_all.get("caption", {}).get("captioner")
+    if cap and cap.get("kind") == "priors-template":
+        lines += ["> **The captions are not model-written.** They were filled in from the experts' priors by "
+                  "fusionweave's `priors-template` captioner (for offline demos); each starts with "
+                  f"`{cap.get('note', '')}`. Configure a pivot MLLM (`densefusion.captioner`) for real captions.", ""]
+    if build.get("demo_models"):
+        lines += ["> **Tiny random models.** Some experts ran with tiny randomly initialised models "
+                  f"({', '.join(build['demo_models'])}); their outputs mean nothing.", ""]
+    lengths = stats_all.get("caption", {}).get("caption_lengths")
+    if lengths and lengths.get("captions"):
+        pub = lengths["published"]
+        lines += ["Caption lengths (mean per caption) against DenseFusion-1M's Table 1: "
+                  + ", ".join(f"{k} {lengths[k]['mean']:g} vs {pub[k]:g}" for k in ("words", "sentences", "chars"))
+                  + ".", ""]
+    return lines
+
+
 def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple[str, list[str], str]],
           stats_all: dict[str, dict[str, Any]], structure: dict[str, Any], words: list[int],
           figs: dict[str, Path | None], total: int) -> str:
@@ -104,6 +130,7 @@ def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple
     lines = [f"# {cfg.pretty_name or out.resolve().name}", ""]
     lines += [cfg.summary or (f"Built with fusionweave ({names}): {total:,} samples in WebDataset shards, "
                              "with every dropped row recorded with its reason."), ""]
+    lines += _caption_notes(build, stats_all)
     lines += ["## Loading", "", "```python", "from datasets import load_dataset",
               "ds = load_dataset(\"ORG/NAME\", split=\"train\")  # or data_files={\"train\": \"" +
               f"{outputs[-1][2]}/shard-*.tar\"}} on a local copy", "```", ""]

@@ -22,7 +22,7 @@ from typing import Any
 
 from experts.base import Batch, Resources
 from experts.captioners import Captioner, outputs
-from experts.pixels import error_text
+from experts.pixels import decode_rgb, error_text
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MIME = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}
@@ -171,7 +171,9 @@ class OpenAICaptioner(Captioner):
     def process(self, batch: Batch) -> Batch:
         def one(i: int) -> tuple[str, str, str]:
             try:
-                c, f = self.ask(str(batch["prompt"][i]), bytes(batch["image"][i]))
+                image = bytes(batch["image"][i])
+                decode_rgb(image)  # an image no decoder reads is not worth a paid request
+                c, f = self.ask(str(batch["prompt"][i]), image)
                 return c, f, ""
             except Exception as err:  # noqa: BLE001 - the row's error, the batch goes on
                 return "", "", error_text(err)

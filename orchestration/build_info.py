@@ -43,7 +43,8 @@ def code_revision() -> str | None:
 
 
 def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],
-                     card: dict[str, Any] | None = None, stages: list[str] | None = None) -> dict[str, Any]:
+                     card: dict[str, Any] | None = None, stages: list[str] | None = None,
+                     final: str | None = None) -> dict[str, Any]:
     """Write build.json, or check it: resuming into a folder built with another config would
     mix two datasets, so that is refused."""
     path = out / "build.json"
@@ -61,7 +62,7 @@ def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int
         prior = old.get("outputs", {})
         # the order pipelines ran in (each reads the one before); build.json's keys are sorted
         seq = prior.get(pipeline, {}).get("sequence", max((o.get("sequence", 0) for o in prior.values()), default=-1) + 1)
-        info["outputs"] = {**prior, pipeline: {"stages": stages, "final": stages[-1], "sequence": seq}}
+        info["outputs"] = {**prior, pipeline: {"stages": stages, "final": final or stages[-1], "sequence": seq}}
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
     return info

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run a build pipeline")
-    b.add_argument("pipeline", help="curate | select | perceive")
+    b.add_argument("pipeline", help="curate | select | perceive | densefusion")
     b.add_argument("--config", required=True, type=Path, help="YAML recipe")
     b.add_argument("--out", required=True, type=Path, help="build folder")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(d)
 
     t = sub.add_parser("tiny-model", help="write a tiny randomly initialised model (demos and tests; no meaning)")
-    t.add_argument("kind", choices=["clip", "clip-pair", "owlv2", "depth"],
-                   help="clip: image tower (select); clip-pair: image+text (tagger); owlv2; depth")
+    t.add_argument("kind", choices=["clip", "clip-pair", "owlv2", "depth", "llava"],
+                   help="clip: image tower (select); clip-pair: image+text (tagger); owlv2; depth; llava (captioner)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=int, default=0)
 

@@ -13,10 +13,12 @@ from orchestration.build_info import write_build_json
 from orchestration.config import ConfigError, Recipe, load_recipe, section
 from orchestration.ray_engine import RayEngine
 from pipelines.curate import pipeline as curate_pipeline
+from pipelines.densefusion import pipeline as densefusion_pipeline
 from pipelines.perceive import pipeline as perceive_pipeline
 from pipelines.select import pipeline as select_pipeline
 
-PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline}
+PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline,
+             "densefusion": densefusion_pipeline}
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -44,7 +46,9 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
         if unknown:
             raise ConfigError(f"--stages: unknown stage(s) {unknown}; {pipeline} has {list(mod.STAGES)}")
     write_build_json(out, pipeline, cfg.model_dump(mode="json", by_alias=True), recipe.seed, sys.argv,
-                     card=recipe.card.model_dump(), stages=list(mod.STAGES))
+                     card=recipe.card.model_dump(),
+                     stages=list(mod.stages_for(cfg)) if hasattr(mod, "stages_for") else list(mod.STAGES),
+                     final=getattr(mod, "FINAL", None))
     t0 = time.perf_counter()
     stage_engines = {}
     if getattr(args, "engine", "ray") == "beam":
@@ -101,12 +105,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_TINY = {"select.embed.model": "clip", "perceive.tagger.model": "clip-pair", "perceive.ovd.model": "owlv2",
+             "perceive.depth.model": "depth"}
+DEMO_PIPELINES = ("select", "perceive", "densefusion")
+
+
+def demo_models(out: Path, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Overrides that point every `tiny` model of the demo recipe at a tiny random model written
+    under OUT/models (unless the user named a model for it), and what each one stands for."""
+    from experts.tiny_models import TINY_MODELS
+
+    given = {o.split("=", 1)[0] for o in overrides}
+    sets, labels = [], []
+    for field, kind in DEMO_TINY.items():
+        if field in given:
+            continue
+        path = out / "models" / kind
+        if not path.exists():
+            TINY_MODELS[kind](path)
+        sets.append(f"{field}={path}")
+        labels.append(f"{field} = tiny random {kind}")
+    if "perceive.detector.model" not in given:
+        labels.append("perceive.detector.model = yolov8n.yaml (random weights)")
+    return sets, labels
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.sample_laion import generate
     from pipelines.sample_server import SampleServer
 
     out: Path = args.out
     data = out / "sample-data"
+    build = out / "build"
     # the server's port changes per run and is written into the parquet, so a demo always
     # starts a fresh build (a real build resumes; see `fusionweave build`)
     if out.exists():
@@ -116,15 +146,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         generate(args.n, data, seed=0, base_url=srv.base_url)
         recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
                                                           *args.overrides])
-        run_build("curate", recipe, out / "build", args)
+        run_build("curate", recipe, build, args)
+    tiny, labels = demo_models(out, args.overrides)
+    recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
+                                                      *tiny, *args.overrides])
+    for pipeline in DEMO_PIPELINES:
+        run_build(pipeline, recipe, build, args)
+    info = json.loads((build / "build.json").read_text())
+    info["demo_models"] = labels
+    (build / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True))
     from datasets_cards.card import render
     from datasets_cards.verify import verify
 
-    card = render(out / "build")
-    problems = verify(out / "build", _stage_order(out / "build"))
-    print(f"\ndemo finished: curated shards in {out / 'build' / 'validate'}, rejects in each stage's _rejects/, "
-          f"report in {out / 'build' / 'report.txt'}, dataset card {card}; verify: "
-          + ("ok" if not problems else f"{len(problems)} problem(s): {problems[:3]}"))
+    card = render(build)
+    problems = verify(build, _stage_order(build))
+    print("\ndemo finished (curate -> select -> perceive -> densefusion):")
+    print(f"  curated shards      {build / 'validate'}")
+    print(f"  selected shards     {build / 'select'}  (cluster plot: {build / 'select' / 'cluster_sizes.png'})")
+    print(f"  expert priors       {build / 'perceive'}  (experts.json, depth.png per sample)")
+    print(f"  dense captions      {build / 'caption'}  (+ {build / 'export'}: densefusion.jsonl, llava_pretrain.json)")
+    print(f"  rejects             each stage's _rejects/; report {build / 'report.txt'}; card {card}")
+    print("  models: " + "; ".join(labels + ["perceive.ocr = RapidOCR (real PP-OCRv4)"]))
+    cap = json.loads((build / "caption" / "_stats.json").read_text()).get("captioner", {})
+    if cap.get("kind") == "priors-template":
+        print("  captions: written by the priors-template captioner from the priors, NOT by a model")
+    print("  verify: " + ("ok" if not problems else f"{len(problems)} problem(s): {problems[:3]}"))
     return 1 if problems else 0
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from datasets_cards.config import CardConfig
 from pipelines.curate.config import CurateConfig
 from pipelines.errors import BuildSetupError
+from pipelines.densefusion.config import DenseFusionConfig
 from pipelines.perceive.config import PerceiveConfig
 from pipelines.select.config import SelectConfig
 
@@ -37,9 +38,10 @@ class Recipe(BaseModel):
     curate: CurateConfig | None = None
     select: SelectConfig | None = None
     perceive: PerceiveConfig | None = None
+    densefusion: DenseFusionConfig | None = None
 
 
-PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive"}
+PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive", "densefusion": "densefusion"}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -134,7 +134,7 @@ def _drop_lowest(items: tuple, score: Callable[[Any], float]) -> tuple:
 
 
 def fit(template: Template, priors: Priors, budget: int | None,
-        count: Callable[[str], int] = approx_tokens) -> tuple[str, Priors]:
+        count: Callable[[str], int] = approx_tokens, with_image: bool = True) -> tuple[str, Priors]:
     """The prompt within `budget` tokens, and the priors it kept (their `notes` say what went)."""
     p = priors
     dropped = {"detections": 0, "depth": 0, "ocr": 0, "tags": 0, "alt_text_words": 0}
@@ -158,4 +158,9 @@ def fit(template: Template, priors: Priors, budget: int | None,
             break  # the instruction alone is over budget: nothing left to drop
     notes = tuple(f"dropped {n} {k}" for k, n in dropped.items() if n)
     p = replace(p, notes=notes)
-    return build(template, p), p
+    return build(template, p, with_image), p
+
+
+def priors_json(p: Priors) -> dict[str, Any]:
+    return {"alt_text": p.alt_text, "tags": [list(t) for t in p.tags], "detections": list(p.detections),
+            "ocr": [list(o) for o in p.ocr], "depth": [list(d) for d in p.depth], "notes": list(p.notes)}

@@ -1,0 +1,190 @@
+"""Captioning stages: `caption` (the pivot MLLM, engine prompt, every sample) and `teacher` (the
+teacher model, teacher prompt, a seeded sample: DenseFusion-4V-100K's seed set).
+
+CPU tasks read each shard and build the prompt from the sample's `experts.json` and alt-text
+(fitted to the token budget); the captioner runs as an actor pool; the driver gathers each part,
+runs caption QC and writes shards: the image, `txt` (the caption) and `json` (image_id, url,
+alt-text, priors summary, captioner and settings, QC). A failed request and a caption QC rejects
+are rejects with their reason; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from experts.captioners import CAPTION, ERROR, FINISH, Captioner
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Batch, ModelEngine
+from pipelines.image_parts import image_part_reader, read_record
+from pipelines.model_parts import run_model_parts
+from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from pipelines.shard_source import ImageSample, iter_image_samples
+from transforms.caption_qc import QcPolicy, summary
+from transforms.prompts import Priors, Template, fit, priors_json
+from transforms.step import StepStats, stats_to_json
+
+READ_STEP = "read_shard"
+SFT_PROMPT = "engine_prompt"
+
+
+def alt_text(s: ImageSample) -> str:
+    if "txt" in s.members:
+        return s.members["txt"].decode("utf-8", "replace").strip()
+    return str(s.meta.get("caption") or "").strip()
+
+
+def experts_of(s: ImageSample) -> dict[str, Any] | None:
+    raw = s.members.get("experts.json")
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None  # unreadable priors: caption from the image and alt-text alone
+
+
+def make_to_batch(template: Template, budget: int | None, wanted: set[str] | None,
+                  sft_template: Template | None = None):  # noqa: ANN201 - shipped to the workers
+    """`sft_template`: also build the engine prompt, which the teacher's SFT export pairs with the
+    teacher's caption (the pivot learns to answer the prompt it will be given)."""
+    def to_batch(items: list[ImageSample], bad: list[dict[str, Any]]) -> Batch | None:
+        rows = [s for s in items if wanted is None or s.key in wanted]
+        if not rows:
+            return None
+        prompts, priors, sft = [], [], []
+        for s in rows:
+            found = Priors.from_experts(experts_of(s), alt_text(s))
+            text, kept = fit(template, found, budget, with_image=False)
+            prompts.append(text)
+            priors.append(json.dumps(priors_json(kept)))
+            if sft_template is not None:
+                sft.append(fit(sft_template, found, budget, with_image=False)[0])
+        batch = {"key": np.array([s.key for s in rows], dtype=object),
+                 "idx": np.array([s.index for s in rows], np.int64),
+                 "image": np.array([s.members[s.image_ext] for s in rows], dtype=object),
+                 "prompt": np.array(prompts, dtype=object), "priors": np.array(priors, dtype=object)}
+        if sft_template is not None:
+            batch[SFT_PROMPT] = np.array(sft, dtype=object)
+        return batch
+    return to_batch
+
+
+def readable(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any failure: not a seed image
+        return False
+
+
+def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
+    """A seeded random sample of n keys: the n smallest hashes of (seed, key), so it does not
+    depend on shard order or on how the input is split."""
+    scored = []
+    for p in parts:
+        for s in iter_image_samples(p["input"], p.get("expected")):
+            if not isinstance(s, dict) and readable(s.members[s.image_ext]):
+                scored.append((hashlib.sha256(f"{seed}:{s.key}".encode()).hexdigest(), s.key))
+    return {k for _, k in sorted(scored)[:n]}
+
+
+def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Batch, captioner: Captioner,
+                policy: QcPolicy, wanted: set[str] | None) -> dict[str, Any]:
+    p = part["part"]
+    rec, rej = read_record(folder.work, p)
+    n = len(rows.get("key", ()))
+    if n != rec["sent"]:
+        raise RuntimeError(f"{stage} part {p}: {n} captions came back, {rec['sent']} were sent")
+    by_idx = {int(i): j for j, i in enumerate(rows["idx"])} if n else {}
+    info = captioner.info()
+    kept: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    qc_stats: list[dict[str, int]] = []
+    flags: Counter = Counter()
+    for item in iter_image_samples(part["input"], part.get("expected")):
+        if isinstance(item, dict) or item.index not in by_idx:
+            continue
+        j = by_idx.pop(item.index)
+        url = item.meta.get("url")
+        if rows[ERROR][j]:
+            bad.append({"key": item.key, "step": "caption", "reason": "caption_failed", "detail": rows[ERROR][j],
+                        "url": url})
+            continue
+        caption = str(rows[CAPTION][j])
+        qc = policy.check(caption, str(rows[FINISH][j]))
+        flags.update(qc["flags"])
+        if qc["reject"]:
+            bad.append({"key": item.key, "step": "caption_qc", "reason": f"qc_{qc['reject']}",
+                        "detail": caption[:200], "url": url})
+            continue
+        qc_stats.append(qc["stats"])
+        priors = json.loads(rows["priors"][j])
+        meta = {"image_id": item.key, "url": url, "alt_text": priors["alt_text"],
+                "priors": {"tags": len(priors["tags"]), "detections": len(priors["detections"]),
+                           "ocr_lines": len(priors["ocr"]), "depth_objects": len(priors["depth"]),
+                           "truncated": priors["notes"]},
+                "captioner": info, "finish_reason": str(rows[FINISH][j]), "qc": qc}
+        if SFT_PROMPT in rows:
+            meta[SFT_PROMPT] = str(rows[SFT_PROMPT][j])
+        kept.append({"__key__": item.key, item.image_ext: item.members[item.image_ext], "txt": caption,
+                     "json": meta})
+    if by_idx:
+        raise RuntimeError(f"{stage} part {p}: {len(by_idx)} samples are missing from {part['input']}")
+    read_rejects: Counter = Counter()
+    for _step, reason, count in rec["rejects"]:
+        read_rejects[reason] += count
+    rows_in = rec["rows_in"]
+    if wanted is not None:
+        # the teacher stage takes only its seed set (readable samples, chosen upfront): unread,
+        # unchosen and broken samples belong to the caption stage's accounting, not to this one
+        rows_in, read_rejects, rej = n, Counter(), rej.slice(0, 0)
+    caption_bad = Counter(b["reason"] for b in bad if b["step"] == "caption")
+    qc_bad = Counter(b["reason"] for b in bad if b["step"] == "caption_qc")
+    stats = {READ_STEP: StepStats(rows_in, n, read_rejects, rec["read_seconds"]),
+             "caption": StepStats(n, n - sum(caption_bad.values()), caption_bad),
+             "caption_qc": StepStats(n - sum(caption_bad.values()), len(kept), qc_bad)}
+    name = shard_name(int(p))
+    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rows_in,
+                             "rejected": rej.num_rows + len(bad), "shard": None, "count": 0,
+                             "stats": stats_to_json(stats), "qc_stats": qc_stats, "qc_flags": dict(flags)}
+    if kept:
+        entry.update(shard=name, **write_shard(folder.dir / name, kept))
+    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, pa.concat_tables([rej, make_rejects(bad, stage)]))
+    return entry
+
+
+def run(stage: str, out: Path, engine: ModelEngine, parts: list[dict[str, Any]], captioner: Captioner,
+        template: Template, budget: int | None, policy: QcPolicy, chunk_size: int, read_cpus: float,
+        wanted: set[str] | None = None, sft_template: Template | None = None) -> dict[str, Any]:
+    folder = StageFolder(out, stage)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    reader = image_part_reader(folder.work, stage, chunk_size, make_to_batch(template, budget, wanted, sft_template))
+    entries = run_model_parts(engine, folder, parts, reader, captioner,
+                              lambda part, rows: finish_part(folder, stage, part, rows, captioner, policy, wanted),
+                              read_cpus=read_cpus, desc=stage)
+    all_stats = [s for e in entries.values() for s in e.pop("qc_stats", [])]
+    flags: Counter = Counter()
+    for e in entries.values():
+        flags.update(e.pop("qc_flags", {}))
+    info = {"captioner": captioner.info(), "caption_lengths": summary(all_stats, "1M" if stage == "caption" else "4V-100K"),
+            "qc_flags": dict(sorted(flags.items())), "template_id": template_id(template)}
+    if wanted is not None:
+        info["reads"] = None  # a seeded sample of the input, not all of it
+        info["seed_set"] = len(wanted)
+    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)
+
+
+def template_id(template: Template) -> str:
+    """Which wording made the prompts (a hash of the template's text)."""
+    return hashlib.sha256(json.dumps([template.instruction, template.sections]).encode()).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""Exports of the captioned shards, in the forms the originals are read in:
+
+- `densefusion.jsonl`: one `{image_id, image_path, url, caption}` per line, as DenseFusion-1M was
+  released, with images under `images/NNNNNN/{image_id}.png` (NNNNNN: the shard's number);
+- `llava_pretrain.json`: LLaVA conversations (`<image>` as the human turn, the caption as the gpt
+  turn) for pre-align / pre-train, so the LLaVA recipe trains on it unchanged;
+- for the teacher seed set, `teacher_sft.json`: the fusion prompt with `<image>` as the human turn
+  and the teacher's caption as the gpt turn, to fine-tune the pivot.
+Each shard is exported in parallel into `_work/`; the driver joins them in shard order.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Engine
+from pipelines.partitioned import run_parts
+from pipelines.shard_source import iter_image_samples
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "export"
+JSONL, LLAVA, SFT = "densefusion.jsonl", "llava_pretrain.json", "teacher_sft.json"
+
+
+def image_rel(shard: int, image_id: str, ext: str) -> str:
+    return f"images/{shard:06d}/{image_id}.{ext}"
+
+
+def conversation(image_id: str, image: str, human: str, caption: str) -> dict[str, Any]:
+    return {"id": image_id, "image": image,
+            "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": caption}]}
+
+
+def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    shard = int(part["part"])
+    lines, convs = [], []
+    n = 0
+    for s in iter_image_samples(part["input"], part.get("expected")):
+        if isinstance(s, dict):
+            raise RuntimeError(f"export: {part['input']} is damaged: {s}")  # our own shards, verified
+        n += 1
+        caption = s.members["txt"].decode("utf-8")
+        image_id = str(s.meta.get("image_id", s.key))
+        path = ""
+        if images != "none":
+            ext = "png" if images == "png" else s.image_ext
+            path = image_rel(shard, image_id, ext)
+            data = s.members[s.image_ext]
+            if images == "png" and s.image_ext != "png":
+                buf = io.BytesIO()
+                with Image.open(io.BytesIO(data)) as im:
+                    im.save(buf, "PNG")
+                data = buf.getvalue()
+            write_bytes_atomic(folder.dir / path, data)
+        lines.append({"image_id": image_id, "image_path": path, "url": s.meta.get("url"), "caption": caption})
+        human = "<image>\n" + s.meta["engine_prompt"] if sft else "<image>"
+        convs.append(conversation(image_id, path, human, caption))
+    out = folder.work / f"part-{part['part']}.json"
+    write_bytes_atomic(out, json.dumps({"jsonl": lines, "llava": convs}).encode())
+    st = StepStats(n, n, seconds=time.perf_counter() - t0)
+    return {"part": part["part"], "inputs": [part["input"]], "rows_in": n, "rejected": 0, "shard": None,
+            "count": n, "result": str(out), "stats": stats_to_json({"export": st})}
+
+
+def shard_parts(stage_dir: Path) -> list[dict[str, Any]]:
+    entries = StageFolder(stage_dir.parent, stage_dir.name).entries()
+    return [{"part": p, "input": str(stage_dir / e["shard"]), "expected": e["count"]}
+            for p, e in sorted(entries.items()) if e.get("shard")]
+
+
+def run(out: Path, engine: Engine, source: str, images: str, name: str = STAGE, sft: bool = False) -> dict[str, Any]:
+    folder = StageFolder(out, name)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    parts = shard_parts(Path(out) / source)
+    entries = run_parts(engine, folder, parts, lambda p: export_part(folder, p, images, sft), num_cpus=0.5,
+                        desc=name)
+    lines, convs = [], []
+    for p in sorted(entries):
+        got = json.loads(Path(entries[p]["result"]).read_text())
+        lines += got["jsonl"]
+        convs += got["llava"]
+    write_bytes_atomic(folder.dir / JSONL, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
+    write_bytes_atomic(folder.dir / (SFT if sft else LLAVA),
+                       json.dumps(convs, ensure_ascii=False, indent=1).encode())
+    for e in entries.values():
+        e.pop("result", None)
+    return folder.finish(entries.values(), None, time.perf_counter() - t0,
+                         info={"files": [JSONL, SFT if sft else LLAVA], "images": images, "reads": source})
