@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -48,9 +49,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             "json": {"key": k, "url": f"http://example.test/{k}.jpg"}, "experts.json": experts(n)})
             n += 1
         write_shard(folder / f"in-{s}.tar", samples)
-    write_shard(folder / "in-3.tar", [{"__key__": "corrupt", "jpg": b"\xff\xd8\xff garbage", "txt": "x",
-                                       "json": {"url": "http://example.test/corrupt.jpg"}}])
-    return {"folder": folder, "n": n + 1, "llava": make_tiny_llava(root / "llava")}
+    buf = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((240, 320, 3)) * 255).astype("uint8")).save(buf, "JPEG")
+    good = buf.getvalue()
+    write_shard(folder / "in-3.tar", [
+        {"__key__": "corrupt", "jpg": b"\xff\xd8\xff garbage", "txt": "x", "json": {"url": "http://example.test/c.jpg"}},
+        # the header reads, the pixels do not: only a captioner that looks at the image finds out
+        {"__key__": "truncated", "jpg": good[: int(len(good) * 0.6)], "txt": "y", "json": {"url": "http://example.test/t.jpg"}}])
+    return {"folder": folder, "n": n + 2, "good": n, "llava": make_tiny_llava(root / "llava")}
 
 
 def recipe(data: dict, path: Path, captioner: dict, **extra: object) -> Path:
@@ -75,7 +81,8 @@ def test_priors_template_build_and_exports(data: dict, tmp_path: Path) -> None:
     r = cli(*build(recipe(data, tmp_path / "d.yaml", {"kind": "priors-template"}), out))
     assert r.returncode == 0, r.stderr[-3000:]
     st = json.loads((out / "caption" / "_stats.json").read_text())
-    assert st["balanced"] and st["rows_out"] == data["n"] - 1
+    assert st["balanced"] and st["rows_out"] == data["n"] - 1  # the template never decodes: only "corrupt" goes
+    assert {x["key"]: x["reason"] for x in all_rejects(out, "caption").to_pylist()} == {"corrupt": "undecodable"}
     assert st["captioner"]["kind"] == "priors-template" and st["caption_lengths"]["published"]["words"] == 191
     samples = shard_samples(out, "caption")
     meta = json.loads(samples["s1-2"]["json"])
@@ -88,7 +95,11 @@ def test_priors_template_build_and_exports(data: dict, tmp_path: Path) -> None:
     lines = [json.loads(x) for x in (out / "export" / "densefusion.jsonl").read_text().splitlines()]
     assert {x["image_id"] for x in lines} == set(samples)
     for x in lines:
-        assert x["caption"] == samples[x["image_id"]]["txt"].decode() and x["url"].endswith(f"{x['image_id']}.jpg")
+        assert x["caption"] == samples[x["image_id"]]["txt"].decode()
+        if x["image_id"] == "truncated":  # cannot become a PNG: its own bytes, its own extension
+            assert x["image_path"].endswith("truncated.jpg")
+            continue
+        assert x["url"].endswith(f"{x['image_id']}.jpg")
         img = Image.open(out / "export" / x["image_path"])
         assert img.format == "PNG" and img.size == (160, 120) and x["image_path"].startswith("images/0000")
     llava = json.loads((out / "export" / "llava_pretrain.json").read_text())
@@ -109,7 +120,7 @@ def test_transformers_captioner_build(data: dict, tmp_path: Path) -> None:
     st = json.loads((out / "caption" / "_stats.json").read_text())
     assert st["balanced"] and st["captioner"]["kind"] == "transformers"
     rejects = {x["key"]: x["reason"] for x in all_rejects(out, "caption").to_pylist()}
-    assert rejects["corrupt"] == "caption_failed"
+    assert rejects == {"corrupt": "undecodable", "truncated": "caption_failed"}
     samples = shard_samples(out, "caption")
     assert len(samples) + len(rejects) == data["n"]
     for s in samples.values():
@@ -134,20 +145,23 @@ def test_openai_captioner_with_teacher_seed_set(data: dict, server: ChatServer, 
     assert r.returncode == 0, r.stderr[-3000:]
     rejects = {x["key"]: (x["reason"], x["detail"]) for x in all_rejects(out, "caption").to_pylist()}
     failed = [k for k, (reason, detail) in rejects.items() if reason == "caption_failed"]
-    assert "corrupt" in failed and any("malformed response" in rejects[k][1] for k in failed)
+    assert rejects["corrupt"][0] == "undecodable" and "truncated" in failed and len(failed) == 2
+    assert any("malformed response" in rejects[k][1] for k in failed)
     teach = shard_samples(out, "teacher")
-    assert len(teach) == 3 and json.loads((out / "teacher" / "_stats.json").read_text())["balanced"]
+    t_stats = json.loads((out / "teacher" / "_stats.json").read_text())
+    assert t_stats["balanced"] and t_stats["rows_in"] == 3 and t_stats["seed_set"] == 3
+    teacher_failed = t_stats["rejected"]  # the truncated image may be in the seed set
+    assert len(teach) == 3 - teacher_failed
     sft = json.loads((out / "teacher_export" / "teacher_sft.json").read_text())
-    assert len(sft) == 3
+    assert len(sft) == len(teach)
     for c in sft:
         human = c["conversations"][0]["value"]
         assert human.startswith("<image>\nDescribe the image in detail") and "Detection Box:\ndog: [0.100" in human
         assert c["conversations"][1]["value"] == teach[c["id"]]["txt"].decode()
         assert (out / "teacher_export" / c["image"]).read_bytes() == teach[c["id"]]["jpg"]
-    # 12 readable images for the pivot (one answer malformed) + 3 teacher requests; the corrupt
-    # image is refused before any request
-    assert server.served - before == 11 + 3
-    assert "undecodable" in rejects["corrupt"][1] or "cannot identify" in rejects["corrupt"][1]
+    # 12 good images for the pivot (one answer malformed) + the teacher's; images no decoder
+    # reads never cost a request
+    assert server.served - before == data["good"] - 1 + len(teach)
     r = cli("verify", str(out))
     assert r.returncode == 0, r.stderr
 
@@ -163,6 +177,6 @@ def test_kill_mid_captioning_resumes_without_paying_twice(data: dict, server: Ch
     r = cli(*build(cfg, out))
     assert r.returncode == 0, r.stderr[-3000:]
     samples = shard_samples(out, "caption")
-    assert len(samples) == data["n"] - 1  # every readable sample once: nothing lost, nothing twice
+    assert len(samples) == data["good"]  # every good sample once: nothing lost, nothing twice
     # each caption was paid for once, except at most the requests in flight at the kill
-    assert data["n"] - 1 <= server.served - before <= data["n"] - 1 + 2
+    assert data["good"] <= server.served - before <= data["good"] + 2

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from experts.captioners import CAPTION, ERROR, FINISH, Captioner
+from experts.pixels import error_text
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Batch, ModelEngine
 from pipelines.image_parts import image_part_reader, read_record
@@ -54,7 +55,16 @@ def make_to_batch(template: Template, budget: int | None, wanted: set[str] | Non
     """`sft_template`: also build the engine prompt, which the teacher's SFT export pairs with the
     teacher's caption (the pivot learns to answer the prompt it will be given)."""
     def to_batch(items: list[ImageSample], bad: list[dict[str, Any]]) -> Batch | None:
-        rows = [s for s in items if wanted is None or s.key in wanted]
+        rows = []
+        for s in items:
+            if wanted is not None and s.key not in wanted:
+                continue
+            err = header_error(s.members[s.image_ext])
+            if err:
+                bad.append({"key": s.key, "step": READ_STEP, "reason": "undecodable", "detail": err,
+                            "url": s.meta.get("url")})
+            else:
+                rows.append(s)
         if not rows:
             return None
         prompts, priors, sft = [], [], []
@@ -75,15 +85,16 @@ def make_to_batch(template: Template, budget: int | None, wanted: set[str] | Non
     return to_batch
 
 
-def readable(data: bytes) -> bool:
+def header_error(data: bytes) -> str:
+    """"" when the image's header reads (cheap; full decoding is the captioner's), else why not."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.verify()
-        return True
-    except Exception:  # noqa: BLE001 - any failure: not a seed image
-        return False
+        return ""
+    except Exception as err:  # noqa: BLE001 - any failure: this sample's reject
+        return error_text(err)
 
 
 def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
@@ -92,7 +103,7 @@ def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
     scored = []
     for p in parts:
         for s in iter_image_samples(p["input"], p.get("expected")):
-            if not isinstance(s, dict) and readable(s.members[s.image_ext]):
+            if not isinstance(s, dict) and not header_error(s.members[s.image_ext]):
                 scored.append((hashlib.sha256(f"{seed}:{s.key}".encode()).hexdigest(), s.key))
     return {k for _, k in sorted(scored)[:n]}
 

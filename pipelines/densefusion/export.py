@@ -42,7 +42,7 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
     t0 = time.perf_counter()
     shard = int(part["part"])
     lines, convs = [], []
-    n = 0
+    n = unconverted = 0
     for s in iter_image_samples(part["input"], part.get("expected")):
         if isinstance(s, dict):
             raise RuntimeError(f"export: {part['input']} is damaged: {s}")  # our own shards, verified
@@ -51,14 +51,16 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
         image_id = str(s.meta.get("image_id", s.key))
         path = ""
         if images != "none":
-            ext = "png" if images == "png" else s.image_ext
+            ext, data = s.image_ext, s.members[s.image_ext]
+            if images == "png" and ext != "png":
+                try:
+                    buf = io.BytesIO()
+                    with Image.open(io.BytesIO(data)) as im:
+                        im.save(buf, "PNG")
+                    ext, data = "png", buf.getvalue()
+                except Exception:  # noqa: BLE001 - keep the original bytes under their own extension
+                    unconverted += 1
             path = image_rel(shard, image_id, ext)
-            data = s.members[s.image_ext]
-            if images == "png" and s.image_ext != "png":
-                buf = io.BytesIO()
-                with Image.open(io.BytesIO(data)) as im:
-                    im.save(buf, "PNG")
-                data = buf.getvalue()
             write_bytes_atomic(folder.dir / path, data)
         lines.append({"image_id": image_id, "image_path": path, "url": s.meta.get("url"), "caption": caption})
         human = "<image>\n" + s.meta["engine_prompt"] if sft else "<image>"
@@ -67,7 +69,7 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
     write_bytes_atomic(out, json.dumps({"jsonl": lines, "llava": convs}).encode())
     st = StepStats(n, n, seconds=time.perf_counter() - t0)
     return {"part": part["part"], "inputs": [part["input"]], "rows_in": n, "rejected": 0, "shard": None,
-            "count": n, "result": str(out), "stats": stats_to_json({"export": st})}
+            "count": n, "result": str(out), "stats": stats_to_json({"export": st}), "not_png": unconverted}
 
 
 def shard_parts(stage_dir: Path) -> list[dict[str, Any]]:
