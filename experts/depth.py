@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, prepare_errors, cell, cells, error_column, result_column
+from experts.expert import ExpertError, PixelExpert, cell, cells, result_column
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 
 PIXELS = "_px_depth"
@@ -51,9 +51,9 @@ def object_depths(depth16: np.ndarray, dets: list[dict]) -> list[dict]:
     return out
 
 
-class DepthExpert(Expert):
+class DepthExpert(PixelExpert):
     name = "depth"
-    has_prepare = True
+    pixels = PIXELS
     has_postprocess = True
 
     def __init__(self, model: str, revision: str | None = None, resources: Resources = Resources(), **kw: Any):
@@ -69,11 +69,8 @@ class DepthExpert(Expert):
             raise ExpertError(f"perceive.depth.model: model_type {mt!r} is not a depth estimator; supported: "
                               f"{sorted(MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES)}")
 
-    def prepare(self, batch: Batch) -> Batch:
-        px, errors = self._pre(list(batch["image"]))
-        batch[PIXELS] = px
-        batch[error_column(self.name)] = prepare_errors(errors)
-        return batch
+    def preprocessor(self) -> ImagePreprocessor:
+        return self._pre
 
     def setup(self) -> None:
         import torch

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, prepare_errors, error_column, read_results
+from experts.expert import ExpertError, PixelExpert, read_results
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from transforms.boxes import detections, normalize_xyxy
 
@@ -19,9 +19,9 @@ PIXELS = "_px_ovd"
 FAMILIES = {"owlv2": "Owlv2ForObjectDetection", "owlvit": "OwlViTForObjectDetection"}
 
 
-class OwlDetector(Expert):
+class OwlDetector(PixelExpert):
     name = "ovd"
-    has_prepare = True
+    pixels = PIXELS
 
     def __init__(self, model: str, revision: str | None = None, resources: Resources = Resources(),
                  confidence: float = 0.1, max_queries: int = 16, **kw: Any):
@@ -39,15 +39,12 @@ class OwlDetector(Expert):
 
     check = family
 
-    def prepare(self, batch: Batch) -> Batch:
+    def preprocessor(self) -> ImagePreprocessor:
         if self._pre is None:
             v2 = self.family() == "owlv2"
             self._pre = ImagePreprocessor(self.model, self.revision, square=v2, keep_failed=True,
                                           **({"do_pad": False} if v2 else {}))
-        px, errors = self._pre(list(batch["image"]))
-        batch[PIXELS] = px
-        batch[error_column(self.name)] = prepare_errors(errors)
-        return batch
+        return self._pre
 
     def setup(self) -> None:
         import torch
@@ -93,11 +90,6 @@ class OwlDetector(Expert):
             names = [queries[i][j] for j in labels[i, keep].tolist()]
             results.append(detections(normalize_xyxy(px, int(w), int(h)), scores[i, keep].tolist(), names, self.name))
         return results
-
-    def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        batch.pop(PIXELS, None)
-        return batch
 
     def teardown(self) -> None:
         self._net = None

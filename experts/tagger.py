@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, prepare_errors, error_column
+from experts.expert import ExpertError, PixelExpert
 from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from experts import vocabulary
 
@@ -20,9 +20,9 @@ PIXELS = "_px_tagger"
 FAMILIES = ("clip", "siglip")
 
 
-class Tagger(Expert):
+class Tagger(PixelExpert):
     name = "tagger"
-    has_prepare = True
+    pixels = PIXELS
 
     def __init__(self, model: str, revision: str | None = None, resources: Resources = Resources(),
                  vocabulary_file: str = vocabulary.DEFAULT, prompt: str = "a photo of a {}.",
@@ -42,11 +42,8 @@ class Tagger(Expert):
             raise ExpertError(f"perceive.tagger.model: model_type {mt!r} is not a CLIP/SigLIP image-text model; "
                               f"supported: {FAMILIES}")
 
-    def prepare(self, batch: Batch) -> Batch:
-        px, errors = self._pre(list(batch["image"]))
-        batch[PIXELS] = px
-        batch[error_column(self.name)] = prepare_errors(errors)
-        return batch
+    def preprocessor(self) -> ImagePreprocessor:
+        return self._pre
 
     def setup(self) -> None:
         import torch
@@ -89,11 +86,6 @@ class Tagger(Expert):
             out.append([{"tag": self.tags[j], "score": round(float(p[j]), 4)} for j in best
                         if p[j] >= self.settings["threshold"]])
         return out
-
-    def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        batch.pop(PIXELS, None)
-        return batch
 
     def teardown(self) -> None:
         self._net = None

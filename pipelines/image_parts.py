@@ -80,3 +80,29 @@ def read_record(work: Path, part: str) -> tuple[dict[str, Any], pa.Table]:
     """What the reader of `part` recorded: {rows_in, sent, read_seconds, rejects} and the rejects."""
     meta_path, rej_path = record_paths(work, part)
     return json.loads(meta_path.read_text()), pq.read_table(rej_path)
+
+
+def gather(work: Path, stage: str, part: dict[str, Any],
+           rows: Batch) -> tuple[dict[str, Any], pa.Table, Iterator[tuple[ImageSample, int]]]:
+    """For a part's `finish`: the reader's record, its rejects, and the part's samples read again
+    with the row of `rows` that came back for each (samples the reader rejected are skipped).
+    Raises if rows went missing or the input changed under the stage."""
+    p = part["part"]
+    rec, rej = read_record(work, p)
+    n = len(rows.get("key", ()))
+    if n != rec["sent"]:
+        raise RuntimeError(f"{stage} part {p}: {n} rows came back, {rec['sent']} were sent")
+
+    def matched() -> Iterator[tuple[ImageSample, int]]:
+        by_idx = {int(i): j for j, i in enumerate(rows["idx"])} if n else {}
+        for item in iter_image_samples(part["input"], part.get("expected")):
+            if isinstance(item, dict) or item.index not in by_idx:
+                continue  # the reader recorded it as a reject
+            j = by_idx.pop(item.index)
+            if rows["key"][j] != item.key:
+                raise RuntimeError(f"{stage} part {p}: sample {item.index} is {item.key!r}, the model saw "
+                                   f"{rows['key'][j]!r}; the input changed during the stage")
+            yield item, j
+        if by_idx:
+            raise RuntimeError(f"{stage} part {p}: {len(by_idx)} samples are missing from {part['input']}")
+    return rec, rej, matched()

@@ -24,7 +24,7 @@ from experts.captioners import CAPTION, ERROR, FINISH, Captioner
 from experts.pixels import error_text
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Batch, ModelEngine
-from pipelines.image_parts import image_part_reader, read_record
+from pipelines.image_parts import gather, image_part_reader
 from pipelines.model_parts import run_model_parts
 from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
 from pipelines.shard_source import ImageSample, iter_image_samples
@@ -111,20 +111,14 @@ def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
 def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Batch, captioner: Captioner,
                 policy: QcPolicy, wanted: set[str] | None) -> dict[str, Any]:
     p = part["part"]
-    rec, rej = read_record(folder.work, p)
+    rec, rej, samples = gather(folder.work, stage, part, rows)
     n = len(rows.get("key", ()))
-    if n != rec["sent"]:
-        raise RuntimeError(f"{stage} part {p}: {n} captions came back, {rec['sent']} were sent")
-    by_idx = {int(i): j for j, i in enumerate(rows["idx"])} if n else {}
     info = captioner.info()
     kept: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
     qc_stats: list[dict[str, int]] = []
     flags: Counter = Counter()
-    for item in iter_image_samples(part["input"], part.get("expected")):
-        if isinstance(item, dict) or item.index not in by_idx:
-            continue
-        j = by_idx.pop(item.index)
+    for item, j in samples:
         url = item.meta.get("url")
         if rows[ERROR][j]:
             bad.append({"key": item.key, "step": "caption", "reason": "caption_failed", "detail": rows[ERROR][j],
@@ -148,8 +142,6 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
             meta[SFT_PROMPT] = str(rows[SFT_PROMPT][j])
         kept.append({"__key__": item.key, item.image_ext: item.members[item.image_ext], "txt": caption,
                      "json": meta})
-    if by_idx:
-        raise RuntimeError(f"{stage} part {p}: {len(by_idx)} samples are missing from {part['input']}")
     read_rejects: Counter = Counter()
     for _step, reason, count in rec["rejects"]:
         read_rejects[reason] += count

@@ -6,13 +6,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from experts.base import Resources
-from pipelines.select.config import Strict
+from pipelines.config_base import Strict, WorkerConfig
 from transforms.caption_qc import Action
 from transforms.prompts import DEFAULT_TEMPLATE
 
 
-class CaptionerConfig(Strict):
+class CaptionerConfig(WorkerConfig):
     kind: Literal["transformers", "openai", "priors-template"] = "priors-template"
     model: str = Field("", description="transformers: local folder or cached HF id; openai: the served model name")
     revision: str | None = None
@@ -27,11 +26,6 @@ class CaptionerConfig(Strict):
     retries: int = Field(4, ge=0)
     backoff: float = Field(1.0, ge=0, description="seconds, doubled per retry")
     rate_limit: float | None = Field(None, gt=0, description="openai: requests per second per worker")
-    batch_size: int = Field(8, gt=0)
-    num_cpus: float = Field(0.5, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    concurrency: int = Field(1, gt=0, description="captioner workers in the pool")
-    threads: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _complete(self) -> "CaptionerConfig":
@@ -40,10 +34,6 @@ class CaptionerConfig(Strict):
         if self.kind == "openai" and not self.base_url:
             raise ValueError("base_url is required for the openai captioner")
         return self
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.num_cpus, num_gpus=self.num_gpus, batch_size=self.batch_size,
-                         concurrency=self.concurrency, threads=self.threads)
 
 
 class QcConfig(Strict):

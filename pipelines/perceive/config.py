@@ -11,29 +11,19 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from experts.base import Resources
-from pipelines.select.config import Strict
+from pipelines.config_base import Strict, WorkerConfig
 
 
-class ExpertConfig(Strict):
+class ExpertConfig(WorkerConfig):
     enabled: bool = True
     model: str = ""
     revision: str | None = None
-    batch_size: int = Field(8, gt=0)
-    num_cpus: float = Field(0.5, gt=0, description="per model worker")
-    num_gpus: float = Field(0.0, ge=0)
-    concurrency: int = Field(1, gt=0, description="model workers in the pool")
-    threads: int | None = Field(None, gt=0, description="intra-op threads per worker")
 
     @model_validator(mode="after")
     def _model_named(self) -> "ExpertConfig":
         if self.enabled and not self.model:
             raise ValueError("model is required when the expert is enabled (a local folder or a cached Hugging Face id)")
         return self
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.num_cpus, num_gpus=self.num_gpus, batch_size=self.batch_size,
-                         concurrency=self.concurrency, threads=self.threads)
 
 
 class TaggerConfig(ExpertConfig):

@@ -22,12 +22,12 @@ from experts.expert import Expert, result_column
 from experts.pixels import error_text
 from pipelines.build_folder import StageFolder
 from pipelines.engine import Batch, ModelEngine
-from pipelines.image_parts import image_part_reader, read_record
+from pipelines.image_parts import gather, image_part_reader
 from pipelines.model_parts import run_model_parts
 from pipelines.perceive.config import PerceiveConfig
 from pipelines.perceive.chain import MergeDetections, build_chain
 from pipelines.shard_sink import shard_name, write_rejects, write_shard
-from pipelines.shard_source import ImageSample, iter_image_samples
+from pipelines.shard_source import ImageSample
 from transforms.step import StepStats, stats_to_json
 
 STAGE = "perceive"
@@ -80,22 +80,13 @@ def experts_json(row: dict[str, Any], experts: list[Expert], merge: MergeDetecti
 def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts: list[Expert],
                 merge: MergeDetections | None) -> dict[str, Any]:
     p = part["part"]
-    rec, rej = read_record(folder.work, p)
+    rec, rej, samples = gather(folder.work, STAGE, part, rows)
     n = len(rows.get("key", ()))
-    if n != rec["sent"]:
-        raise RuntimeError(f"perceive part {p}: {n} rows came back, {rec['sent']} were sent")
-    by_idx = {int(i): j for j, i in enumerate(rows["idx"])} if n else {}
     out: list[dict[str, Any]] = []
     errors: Counter = Counter()
     model_seconds: Counter = Counter()
-    for item in iter_image_samples(part["input"], part.get("expected")):
-        if isinstance(item, dict) or item.index not in by_idx:
-            continue  # the reader recorded it as a reject
-        j = by_idx.pop(item.index)
+    for item, j in samples:
         row = {k: v[j] for k, v in rows.items()}
-        if row["key"] != item.key:
-            raise RuntimeError(f"perceive part {p}: sample {item.index} is {item.key!r}, the experts saw "
-                               f"{row['key']!r}; the input changed during the stage")
         doc = experts_json(row, experts, merge)
         for name, x in doc["experts"].items():
             errors[name] += x["error"] is not None
@@ -104,8 +95,6 @@ def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts:
         if PNG in row and len(row[PNG]):
             sample["depth.png"] = row[PNG]
         out.append(sample)
-    if by_idx:
-        raise RuntimeError(f"perceive part {p}: {len(by_idx)} samples are missing from {part['input']}")
     read_rejects = Counter()
     for _step, reason, count in rec["rejects"]:
         read_rejects[reason] += count

@@ -9,25 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from pipelines.config_base import Strict, WorkerConfig
 
 FAITHFUL_CLUSTERS = 50_000
 IMAGES_PER_CLUSTER = 10_000
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EmbedConfig(Strict):
+class EmbedConfig(WorkerConfig):
     model: str = Field(..., description="local folder or Hugging Face id in the local cache (CLIP or SigLIP)")
     revision: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch_size: int = Field(64, gt=0)
-    num_cpus: float = Field(0.5, gt=0, description="per model worker")
-    num_gpus: float = Field(0.0, ge=0)
-    concurrency: int = Field(1, gt=0, description="model workers in the pool")
-    threads: int | None = Field(None, gt=0, description="torch threads per worker")
     read_cpus: float = Field(0.5, gt=0, description="per decode/preprocess task")
 
 

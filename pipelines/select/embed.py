@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from experts.base import Resources
 from experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
 from experts.resolve import resolve_model
 from pipelines.build_folder import StageFolder
@@ -32,9 +31,7 @@ STEP = "embed"
 
 
 def embedder(cfg: EmbedConfig) -> ImageEmbedder:
-    res = Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, batch_size=cfg.batch_size,
-                    concurrency=cfg.concurrency, threads=cfg.threads)
-    return ImageEmbedder(cfg.model, cfg.revision, res, cfg.dtype)
+    return ImageEmbedder(cfg.model, cfg.revision, cfg.resources(), cfg.dtype)
 
 
 @lru_cache(maxsize=4)
