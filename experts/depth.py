@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from experts.base import Batch, Resources
+from experts.base import Batch
 from experts.expert import ExpertError, PixelExpert, cell, cells, result_column
-from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 
 PIXELS = "_px_depth"
 RAW = "_depth_raw"
@@ -56,33 +55,19 @@ class DepthExpert(PixelExpert):
     pixels = PIXELS
     has_postprocess = True
 
-    def __init__(self, model: str, revision: str | None = None, resources: Resources = Resources(), **kw: Any):
-        super().__init__(model, revision, resources, **kw)
-        self._pre = ImagePreprocessor(model, revision, keep_failed=True)
+    config_field = "perceive.depth.model"
+    kind = "a depth estimator"
 
-    def check(self) -> None:
-        from transformers import AutoConfig
+    @property
+    def supported(self) -> Any:  # every depth estimator transformers knows
         from transformers.models.auto.modeling_auto import MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES
 
-        mt = AutoConfig.from_pretrained(self.model_path(), local_files_only=True).model_type
-        if mt not in MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES:
-            raise ExpertError(f"perceive.depth.model: model_type {mt!r} is not a depth estimator; supported: "
-                              f"{sorted(MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES)}")
-
-    def preprocessor(self) -> ImagePreprocessor:
-        return self._pre
+        return MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES
 
     def setup(self) -> None:
-        import torch
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        from transformers import AutoModelForDepthEstimation
 
-        torch.set_num_threads(self.resources.torch_threads())
-        self.check()
-        path = self.model_path()
-        dev = torch_device(self.resources.num_gpus)
-        self._net = AutoModelForDepthEstimation.from_pretrained(
-            path, local_files_only=True, trust_remote_code=self.trust_remote_code).to(dev).eval()
-        self._norm = Normalizer(AutoImageProcessor.from_pretrained(path, local_files_only=True), dev)
+        self._net = self.load(AutoModelForDepthEstimation)
 
     def predict(self, batch: Batch) -> list[Any]:
         import torch

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
 from experts.base import Batch, ModelStep, Resources
-from experts.pixels import decode_rgb, error_text
+from experts.pixels import ImagePreprocessor, Normalizer, decode_rgb, error_text, torch_device
 from experts.resolve import resolve_model
 
 
@@ -139,9 +139,41 @@ class PixelExpert(Expert):
 
     has_prepare = True
     pixels = "_px"
+    supported: Collection[str] = ()  # transformers model_types this expert loads
+    config_field = ""  # where the model is named in the config, for messages
 
-    def preprocessor(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def model_type(self) -> str:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.model_path(), local_files_only=True,
+                                          trust_remote_code=self.trust_remote_code).model_type
+
+    def check(self) -> None:
+        mt = self.model_type()
+        if mt not in self.supported:
+            raise ExpertError(f"{self.config_field}: model_type {mt!r} is not {self.kind}; supported: "
+                              f"{sorted(self.supported)}")
+
+    kind = "a model this expert runs"
+
+    def preprocessor(self) -> Any:
+        if getattr(self, "_pre", None) is None:
+            self._pre = ImagePreprocessor(self.model, self.revision, keep_failed=True)
+        return self._pre
+
+    def load(self, auto_class: Any) -> Any:
+        """Check, then load the model with `auto_class` onto this worker's device, and the
+        normaliser for its pixels."""
+        import torch
+        from transformers import AutoImageProcessor
+
+        torch.set_num_threads(self.resources.torch_threads())
+        self.check()
+        path = self.model_path()
+        self._device = torch_device(self.resources.num_gpus)
+        self._norm = Normalizer(AutoImageProcessor.from_pretrained(path, local_files_only=True), self._device)
+        return auto_class.from_pretrained(path, local_files_only=True,
+                                          trust_remote_code=self.trust_remote_code).to(self._device).eval()
 
     def prepare(self, batch: Batch) -> Batch:
         px, errors = self.preprocessor()(list(batch["image"]))

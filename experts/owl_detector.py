@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from experts.base import Batch, Resources
-from experts.expert import ExpertError, PixelExpert, read_results
-from experts.pixels import ImagePreprocessor, Normalizer, torch_device
+from experts.expert import PixelExpert, read_results
+from experts.pixels import ImagePreprocessor
 from transforms.boxes import detections, normalize_xyxy
 
 PIXELS = "_px_ovd"
@@ -28,38 +28,24 @@ class OwlDetector(PixelExpert):
         super().__init__(model, revision, resources, confidence=confidence, max_queries=max_queries, **kw)
         self._pre: ImagePreprocessor | None = None
 
-    def family(self) -> str:
-        from transformers import AutoConfig
-
-        mt = AutoConfig.from_pretrained(self.model_path(), local_files_only=True).model_type
-        if mt not in FAMILIES:
-            raise ExpertError(f"perceive.ovd.model: model_type {mt!r} is not OWLv2 / OWL-ViT; supported: "
-                              f"{sorted(FAMILIES)} (or backend: yolo_world)")
-        return mt
-
-    check = family
+    supported = FAMILIES
+    config_field = "perceive.ovd.model"
+    kind = "OWLv2 / OWL-ViT (or use backend: yolo_world)"
 
     def preprocessor(self) -> ImagePreprocessor:
         if self._pre is None:
-            v2 = self.family() == "owlv2"
+            v2 = self.model_type() == "owlv2"
             self._pre = ImagePreprocessor(self.model, self.revision, square=v2, keep_failed=True,
                                           **({"do_pad": False} if v2 else {}))
         return self._pre
 
     def setup(self) -> None:
-        import torch
         import transformers
-        from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        torch.set_num_threads(self.resources.torch_threads())
-        path = self.model_path()
-        self._v2 = self.family() == "owlv2"
-        dev = torch_device(self.resources.num_gpus)
-        cls = getattr(transformers, FAMILIES["owlv2" if self._v2 else "owlvit"])
-        self._net = cls.from_pretrained(path, local_files_only=True).to(dev).eval()
-        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._norm = Normalizer(AutoImageProcessor.from_pretrained(path, local_files_only=True), dev)
-        self._device = dev
+        self._v2 = self.model_type() == "owlv2"
+        self._net = self.load(getattr(transformers, FAMILIES["owlv2" if self._v2 else "owlvit"]))
+        self._tok = AutoTokenizer.from_pretrained(self.model_path(), local_files_only=True)
 
     def predict(self, batch: Batch) -> list[Any]:
         import torch

@@ -13,7 +13,6 @@ import numpy as np
 
 from experts.base import Batch, Resources
 from experts.expert import ExpertError, PixelExpert
-from experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from experts import vocabulary
 
 PIXELS = "_px_tagger"
@@ -32,29 +31,17 @@ class Tagger(PixelExpert):
         if "{}" not in prompt:
             raise ExpertError("perceive.tagger.prompt must contain {} where the tag goes")
         self.tags = vocabulary.load(vocabulary_file)
-        self._pre = ImagePreprocessor(model, revision, keep_failed=True)
 
-    def check(self) -> None:
-        from transformers import AutoConfig
-
-        mt = AutoConfig.from_pretrained(self.model_path(), local_files_only=True).model_type
-        if mt not in FAMILIES:
-            raise ExpertError(f"perceive.tagger.model: model_type {mt!r} is not a CLIP/SigLIP image-text model; "
-                              f"supported: {FAMILIES}")
-
-    def preprocessor(self) -> ImagePreprocessor:
-        return self._pre
+    supported = FAMILIES
+    config_field = "perceive.tagger.model"
+    kind = "a CLIP/SigLIP image-text model"
 
     def setup(self) -> None:
         import torch
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
-        torch.set_num_threads(self.resources.torch_threads())
-        self.check()
-        path = self.model_path()
-        dev = torch_device(self.resources.num_gpus)
-        self._net = AutoModel.from_pretrained(path, local_files_only=True,
-                                              trust_remote_code=self.trust_remote_code).to(dev).eval()
+        self._net = self.load(AutoModel)
+        path, dev = self.model_path(), self._device
         self._siglip = self._net.config.model_type == "siglip"
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         prompts = [self.settings["prompt"].format(t) for t in self.tags]
@@ -69,7 +56,6 @@ class Tagger(PixelExpert):
         self._text = torch.cat(chunks)
         self._scale = self._net.logit_scale.exp().float()
         self._bias = self._net.logit_bias.float() if self._siglip else None
-        self._norm = Normalizer(AutoImageProcessor.from_pretrained(path, local_files_only=True), dev)
 
     def predict(self, batch: Batch) -> list[Any]:
         import torch
