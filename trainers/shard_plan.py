@@ -1,0 +1,116 @@
+"""Which samples each training rank and loader worker reads in an epoch, decided before reading.
+
+Shards are dealt to ranks and then to workers, largest first to the least loaded, after a
+seeded per-epoch shuffle of the shard list; every rank gets the same number of batches (the
+smallest rank's capacity), so no rank waits at the end of an epoch for batches the others never
+send. Each worker's quota of batches is fixed up front, so the order in which a torch DataLoader
+collects them is known and a resumed loader can skip exactly what was consumed.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.build_folder import MANIFEST
+
+
+@dataclass(frozen=True)
+class Shard:
+    url: str
+    count: int
+
+
+def shard_counts(paths: list[str | Path]) -> list[Shard]:
+    """Shards with their sample counts: from a build folder's manifest when there is one, else by
+    reading the tar headers (each key once)."""
+    out: list[Shard] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            manifest = path / MANIFEST
+            if manifest.exists():
+                for line in manifest.read_text().splitlines():
+                    e = json.loads(line)
+                    if (e.get("shard") or "").endswith(".tar"):
+                        out.append(Shard(str(path / e["shard"]), int(e["count"])))
+                continue
+            out += [Shard(str(t), _count_keys(t)) for t in sorted(path.glob("*.tar"))]
+        else:
+            out.append(Shard(str(path), _count_keys(path)))
+    if not out:
+        raise FileNotFoundError(f"no .tar shards in {[str(p) for p in paths]}")
+    return out
+
+
+def _count_keys(tar: Path) -> int:
+    import tarfile
+
+    keys = set()
+    try:
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    keys.add(m.name.split(".", 1)[0])
+    except (tarfile.TarError, OSError):
+        pass  # a broken tar counts what could be read; the loader skips and counts the rest
+    return len(keys)
+
+
+def deal(shards: list[Shard], bins: int) -> list[list[Shard]]:
+    """Largest shard first to the bin with the fewest samples (ties: the lower bin)."""
+    out: list[list[Shard]] = [[] for _ in range(bins)]
+    load = [0] * bins
+    for s in sorted(shards, key=lambda s: -s.count):
+        i = min(range(bins), key=lambda b: (load[b], b))
+        out[i].append(s)
+        load[i] += s.count
+    return out
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    shards: tuple[Shard, ...]
+    batches: int  # exactly this many batches, then stop
+
+
+def plan_epoch(shards: list[Shard], world_size: int, workers: int, batch_size: int, seed: int,
+               epoch: int) -> list[list[WorkerPlan]]:
+    """plan[rank][worker]. Every rank gets the same total number of batches."""
+    order = list(shards)
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    per_rank = deal(order, world_size)
+    per_worker = [deal(r, max(1, workers)) for r in per_rank]
+    capacity = [[sum(s.count for s in w) // batch_size for w in r] for r in per_worker]
+    equal = min(sum(c) for c in capacity)
+    plans = []
+    for r, caps in zip(per_worker, capacity):
+        quota, left = [0] * len(caps), equal
+        while left:  # one batch at a time to the worker with the most spare capacity
+            i = max(range(len(caps)), key=lambda w: (caps[w] - quota[w], -w))
+            quota[i] += 1
+            left -= 1
+        plans.append([WorkerPlan(tuple(sorted(ws, key=lambda s: s.url)), q) for ws, q in zip(r, quota)])
+    return plans
+
+
+def collection_order(quotas: list[int]) -> list[int]:
+    """The worker each successive batch comes from, as a torch DataLoader collects them: round
+    robin over the workers, skipping those that have sent their quota."""
+    left = list(quotas)
+    order = []
+    w = 0
+    while any(left):
+        if left[w]:
+            order.append(w)
+            left[w] -= 1
+        w = (w + 1) % len(left)
+    return order
+
+
+def consumed_per_worker(quotas: list[int], batches_done: int) -> list[int]:
+    done = [0] * len(quotas)
+    for w in collection_order(quotas)[:batches_done]:
+        done[w] += 1
+    return done
