@@ -47,7 +47,7 @@ def decode_sample(raw: Sample) -> Sample:
                 out[ext] = data.decode("utf-8")
             elif ext.endswith("json"):
                 out[ext] = json.loads(data)
-            elif ext == "npy":
+            elif ext.endswith("npy"):
                 out[ext] = np.load(io.BytesIO(data), allow_pickle=False)
             elif ext == "cls":
                 out[ext] = int(data)
