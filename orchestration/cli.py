@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--revision", default=None, help="branch to upload to (created if missing)")
     pb.add_argument("--dry-run", action="store_true", help="list every file and its size, upload nothing")
     pb.add_argument("--include-intermediate", action="store_true", help="also upload the shards of earlier stages")
+
+    from orchestration.train_commands import add_parsers
+
+    add_parsers(sub)
     return ap
 
 
@@ -93,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     from experts.resolve import ModelNotFound
     from pipelines.errors import BuildSetupError
 
+    from orchestration import train_commands
+
     try:
-        handler: Any = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+        name = "cmd_" + args.command.replace("-", "_")
+        handler: Any = getattr(commands, name, None) or getattr(train_commands, name)
         return int(handler(args) or 0)
     except (BuildSetupError, ConfigMismatch, ModelNotFound) as err:
         print(f"fusionweave: {err}", file=sys.stderr)
