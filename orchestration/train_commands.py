@@ -33,6 +33,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainers.matching.train import train
 
     cfg = load_train_config(args.config, args.overrides)
+    if args.method == "dbl" and cfg.dbl.anchor == "frozen" and cfg.dbl.anchor_checkpoint is None:
+        raise ConfigError("dbl.anchor: frozen needs dbl.anchor_checkpoint (the best.pt of an earlier run)")
     for split in (cfg.train, cfg.test):
         if not Path(split).exists():
             raise ConfigError(f"no shards at {split} (make them with `fusionweave matching-data`)")
