@@ -131,6 +131,11 @@ def test_corrupt_members_and_broken_tars_are_skipped_and_counted(tmp_path: Path)
 
 def test_counts_come_from_the_manifest_or_the_tar(shards: list[str], tmp_path: Path) -> None:
     assert [s.count for s in shard_counts(shards)] == [7, 13, 5, 20, 3, 11]
+    # any URL webdataset opens: here a pipe: command
+    piped = [f"pipe:cat {p}" for p in shards[:2]]
+    assert [s.count for s in shard_counts(piped)] == [7, 13]
+    got = keys(list(ResumableLoader(ShardStream(piped, 4, shuffle_buffer=0))))
+    assert len(got) == 20 and got[0] == "k0000"
     with pytest.raises(FileNotFoundError):
         shard_counts([tmp_path])
 

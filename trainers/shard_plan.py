@@ -37,8 +37,10 @@ def shard_counts(paths: list[str | Path]) -> list[Shard]:
                         out.append(Shard(str(path / e["shard"]), int(e["count"])))
                 continue
             out += [Shard(str(t), _count_keys(t)) for t in sorted(path.glob("*.tar"))]
-        else:
+        elif path.exists():
             out.append(Shard(str(path), _count_keys(path)))
+        else:  # a URL or `pipe:` command: read once through webdataset to count
+            out.append(Shard(str(p), _count_remote(str(p))))
     if not out:
         raise FileNotFoundError(f"no .tar shards in {[str(p) for p in paths]}")
     return out
@@ -56,6 +58,16 @@ def _count_keys(tar: Path) -> int:
     except (tarfile.TarError, OSError):
         pass  # a broken tar counts what could be read; the loader skips and counts the rest
     return len(keys)
+
+
+def _count_remote(url: str) -> int:
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
+
+    def stop(_: Exception) -> bool:
+        return False
+
+    return sum(1 for _ in group_by_keys(tar_file_expander(url_opener([{"url": url}], handler=stop), handler=stop),
+                                        handler=stop))
 
 
 def deal(shards: list[Shard], bins: int) -> list[list[Shard]]:

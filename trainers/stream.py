@@ -73,29 +73,21 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
 
 
 def raw_samples(shard: Shard, errors: Counter) -> Iterator[Sample]:
-    """A shard's samples as raw members (never unpickled); a broken tar ends the shard, counted."""
-    import tarfile
+    """A shard's samples as raw members, read by webdataset (local paths, `pipe:` commands and the
+    URLs its `gopen` opens); members are never unpickled. A broken tar ends its shard, counted."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-    current: Sample | None = None
-    try:
-        with tarfile.open(shard.url) as tf:
-            for m in tf:
-                if not m.isfile() or "/" in m.name.lstrip("./") or m.name.startswith("/"):
-                    continue
-                key, _, ext = m.name.partition(".")
-                if current is not None and key != current["__key__"]:
-                    yield current
-                    current = None
-                f = tf.extractfile(m)
-                data = f.read() if f is not None else b""
-                if current is None:
-                    current = {"__key__": key}
-                current[ext] = data
-    except (tarfile.TarError, OSError, EOFError) as err:
+    def handler(err: Exception) -> bool:
         errors[f"broken_tar:{type(err).__name__}"] += 1
-        current = None  # the sample being read when the tar broke is incomplete
-    if current is not None:
-        yield current
+        return False  # stop this shard: what follows a broken header cannot be trusted
+
+    stream = group_by_keys(tar_file_expander(url_opener([{"url": shard.url}], handler=handler), handler=handler),
+                           handler=handler)
+    for sample in stream:
+        if any("/" in k for k in sample if not k.startswith("__")):
+            errors["unsafe_member"] += 1
+            continue
+        yield {k: v for k, v in sample.items() if k != "__url__" and not k.startswith("__local")}
 
 
 def shuffled(items: Iterator[Sample], size: int, rng: random.Random) -> Iterator[Sample]:
