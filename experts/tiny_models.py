@@ -54,6 +54,19 @@ def _text_words(tags: list[str] | None) -> list[str]:
     return [*tags, "a photo of a"]
 
 
+def _text_vision_configs(out: Path, tags: list[str] | None, image_size: int) -> tuple[dict, dict]:
+    """Tiny CLIP-style text and vision tower settings, with a tokenizer for `tags` saved in `out`."""
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(make_tiny_tokenizer(out, _text_words(tags)))
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=len(t), max_position_embeddings=16, bos_token_id=2, eos_token_id=t.eos_token_id,
+                pad_token_id=0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=16)
+    return text, vision
+
+
 def make_tiny_clip_pair(out: str | Path, tags: list[str] | None = None, image_size: int = 64, seed: int = 0) -> Path:
     """A full CLIP (image and text towers) with a word-level tokenizer covering `tags`, for the
     tagger."""
@@ -62,15 +75,7 @@ def make_tiny_clip_pair(out: str | Path, tags: list[str] | None = None, image_si
 
     torch.manual_seed(seed)
     out = Path(out)
-    tok = make_tiny_tokenizer(out, _text_words(tags))
-    from transformers import AutoTokenizer
-
-    t = AutoTokenizer.from_pretrained(tok)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                vocab_size=len(t), max_position_embeddings=16, bos_token_id=2, eos_token_id=t.eos_token_id,
-                pad_token_id=0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=image_size, patch_size=16)
+    text, vision = _text_vision_configs(out, tags, image_size)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out)
     CLIPImageProcessor(size={"shortest_edge": image_size},
                        crop_size={"height": image_size, "width": image_size}).save_pretrained(out)
@@ -81,16 +86,11 @@ def make_tiny_clip_pair(out: str | Path, tags: list[str] | None = None, image_si
 def make_tiny_owlv2(out: str | Path, tags: list[str] | None = None, image_size: int = 64, seed: int = 0) -> Path:
     """An OWLv2 open-vocabulary detector with a word-level tokenizer covering `tags`."""
     import torch
-    from transformers import AutoTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor
 
     torch.manual_seed(seed)
     out = Path(out)
-    t = AutoTokenizer.from_pretrained(make_tiny_tokenizer(out, _text_words(tags)))
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                vocab_size=len(t), max_position_embeddings=16, bos_token_id=2, eos_token_id=t.eos_token_id,
-                pad_token_id=0)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=image_size, patch_size=16)
+    text, vision = _text_vision_configs(out, tags, image_size)
     Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(out)
     Owlv2ImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(out)
     _random_readme(out, "OWLv2 detector")
