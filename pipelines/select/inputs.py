@@ -18,8 +18,9 @@ class InputError(BuildSetupError):
 
 def _shards_of(path: Path) -> list[tuple[Path, int | None]]:
     if not path.exists():
-        raise InputError(f"no shards found: {path} does not exist (select reads the curate build's `validate` "
-                         "folder in the same build folder, or the shards named by select.input)")
+        raise InputError(f"no shards found: {path} does not exist (a build reads the previous pipeline's final "
+                         "stage in the same build folder, e.g. curate's `validate` for select, or the shards named "
+                         "by its `input`)")
     if path.is_dir() and (path / MANIFEST).exists():
         found = []
         for line in (path / MANIFEST).read_text().splitlines():
