@@ -282,7 +282,7 @@ def ray_batches(paths: list[str], batch_size: int, **kwargs: Any) -> Iterator[di
 
     def to_torch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
         # numeric columns become tensors; keys and text stay Python lists
-        return {k: torch.as_tensor(v) if v.dtype.kind in "biufc" else list(v) for k, v in batch.items()}
+        return {k: torch.from_numpy(v.copy()) if v.dtype.kind in "biufc" else list(v) for k, v in batch.items()}
 
     ds = ray.data.read_webdataset(paths, **kwargs)
     yield from ds.iter_torch_batches(batch_size=batch_size, drop_last=False, collate_fn=to_torch)
