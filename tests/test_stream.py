@@ -143,3 +143,9 @@ def test_counts_come_from_the_manifest_or_the_tar(shards: list[str], tmp_path: P
 def test_ray_data_path_reads_the_same_shards(shards: list[str], engine) -> None:
     rows = sum(len(b["__key__"]) for b in ray_batches(shards, 16))
     assert rows == 59
+
+
+def test_workers_started_with_spawn(shards: list[str]) -> None:
+    """The dataset pickles, so DataLoader workers also start where fork is not the default."""
+    ld = ResumableLoader(ShardStream(shards[:2], 4, workers=2, shuffle_buffer=0), multiprocessing_context="spawn")
+    assert sum(len(b["__key__"]) for b in ld) == 4 * len(ld) == 20

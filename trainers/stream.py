@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import torch.utils.data as tud
 
 from trainers.shard_plan import Shard, collection_order, consumed_per_worker, plan_epoch, shard_counts
 
@@ -175,8 +176,6 @@ class ShardStream:
                 return
 
     def __iter__(self) -> Iterator[Any]:
-        import torch.utils.data as tud
-
         info = tud.get_worker_info()
         if info is None:
             return self.worker_batches(0)
@@ -190,17 +189,15 @@ class ShardStream:
         return order[self.batches_done] if self.batches_done < len(order) else 0
 
 
-class _TorchIterable:
-    """The torch-facing wrapper (IterableDataset) around a ShardStream snapshot."""
+class _TorchStream(tud.IterableDataset):
+    """The torch-facing IterableDataset around a ShardStream snapshot (module level, so it also
+    pickles for DataLoader workers started with spawn)."""
 
-    def __new__(cls, stream: ShardStream) -> Any:
-        import torch.utils.data as tud
+    def __init__(self, stream: ShardStream):
+        self.stream = stream
 
-        class _DS(tud.IterableDataset):
-            def __iter__(self) -> Iterator[Any]:
-                return iter(stream)
-
-        return _DS()
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.stream)
 
 
 class ResumableLoader:
@@ -214,12 +211,10 @@ class ResumableLoader:
         return len(self.stream)
 
     def __iter__(self) -> Iterator[Any]:
-        import torch.utils.data as tud
-
         s = self.stream
         if s.batches_done >= len(s):  # the epoch was finished: go on with the next
             s.epoch, s.batches_done = s.epoch + 1, 0
-        dl = tud.DataLoader(_TorchIterable(s), batch_size=None, num_workers=s.workers, **self.loader_kwargs)
+        dl = tud.DataLoader(_TorchStream(s), batch_size=None, num_workers=s.workers, **self.loader_kwargs)
         for batch, errors in dl:
             s.batches_done += 1
             s.errors.update(errors)
