@@ -37,7 +37,7 @@ def metrics(out: Path) -> list[dict]:
 
 @pytest.mark.parametrize("method,extra", [("gssf", {}), ("dbl", {"dbl": {"anchor": "ema"}}),
                                           ("sgr", {"epochs": 6, "lr": 1e-3}), ("saf", {"epochs": 6, "lr": 1e-3}),
-                                          ("rcar", {"epochs": 6, "sim_dim": 32, "lr": 1e-3})])
+                                          ("rcar", {"epochs": 6, "lr": 1e-3, "batch_size": 30})])
 def test_method_learns(data: Path, tmp_path: Path, method: str, extra: dict) -> None:
     out = tmp_path / method
     r = cli("train", method, "--config", str(config(data, tmp_path / "c.yaml", **extra)), "--out", str(out),
