@@ -110,9 +110,3 @@ def contrastive_loss(sims: torch.Tensor, margin: float = 0.2, hardest: bool = Tr
     if hardest:
         return cost_t.max(1)[0].sum() + cost_i.max(0)[0].sum()
     return cost_t.sum() + cost_i.sum()
-
-
-def cosine_sims(regions: torch.Tensor, words: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Global embeddings' cosine: the plain VSE score (images x captions)."""
-    return l2norm(regions.mean(1)) @ l2norm(mean_words(words, lengths)).T
-
