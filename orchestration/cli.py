@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run a build pipeline")
-    b.add_argument("pipeline", help="curate | select | perceive | densefusion")
+    b.add_argument("pipeline", help="curate | select | perceive | densefusion | mcl")
     b.add_argument("--config", required=True, type=Path, help="YAML recipe")
     b.add_argument("--out", required=True, type=Path, help="build folder")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--base-url", default="http://127.0.0.1:8000", help="where `fusionweave serve` will serve the images")
+
+    sm = sub.add_parser("sample-mcl", help="generate small MCL sources (all five modalities, bad inputs planted) "
+                                           "and a recipe for `fusionweave build mcl`")
+    sm.add_argument("--out", type=Path, required=True)
+    sm.add_argument("--depth-model", type=Path, default=None, help="default: a tiny random depth model under OUT/models")
+    sm.add_argument("--seed", type=int, default=0)
 
     sv = sub.add_parser("serve", help="serve sample data on 127.0.0.1 for the download stage")
     sv.add_argument("root", type=Path)

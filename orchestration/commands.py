@@ -14,11 +14,12 @@ from orchestration.config import ConfigError, Recipe, load_recipe, section
 from orchestration.ray_engine import RayEngine
 from pipelines.curate import pipeline as curate_pipeline
 from pipelines.densefusion import pipeline as densefusion_pipeline
+from pipelines.mcl import pipeline as mcl_pipeline
 from pipelines.perceive import pipeline as perceive_pipeline
 from pipelines.select import pipeline as select_pipeline
 
 PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline,
-             "densefusion": densefusion_pipeline}
+             "densefusion": densefusion_pipeline, "mcl": mcl_pipeline}
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -81,6 +82,16 @@ def cmd_sample_laion(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} rows to {args.out / 'laion.parquet'} and images to {args.out / 'images'}")
     print("planted cases (expected reject reason: count): " + json.dumps({k: len(v) for k, v in planted.items()}))
     print(f"serve them with: fusionweave serve {args.out} --port <port of {args.base_url}>")
+    return 0
+
+
+def cmd_sample_mcl(args: argparse.Namespace) -> int:
+    from pipelines.mcl.sample_data import PLANTED, generate
+
+    recipe = generate(args.out, args.depth_model, args.seed)
+    print(f"wrote MCL sources (image, video, audio, depth, point cloud) under {args.out} and the recipe {recipe}")
+    print("planted bad inputs (expected reject reason: items): " + json.dumps(PLANTED))
+    print(f"build them with: fusionweave build mcl --config {recipe} --out BUILD")
     return 0
 
 

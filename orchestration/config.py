@@ -11,6 +11,7 @@ from datasets_cards.config import CardConfig
 from pipelines.curate.config import CurateConfig
 from pipelines.errors import BuildSetupError
 from pipelines.densefusion.config import DenseFusionConfig
+from pipelines.mcl.config import MclConfig
 from pipelines.perceive.config import PerceiveConfig
 from pipelines.select.config import SelectConfig
 
@@ -39,9 +40,11 @@ class Recipe(BaseModel):
     select: SelectConfig | None = None
     perceive: PerceiveConfig | None = None
     densefusion: DenseFusionConfig | None = None
+    mcl: MclConfig | None = None
 
 
-PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive", "densefusion": "densefusion"}
+PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive", "densefusion": "densefusion",
+                     "mcl": "mcl"}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -15,10 +15,14 @@ CHUNK = 512
 
 
 class AudioError(ValueError):
-    pass
+    def __init__(self, message: str, reason: str = "audio_undecodable"):
+        super().__init__(message)
+        self.reason = reason
 
 
-def decode_mono_16k(data: bytes) -> np.ndarray:
+def decode_mono_16k(data: bytes, min_rate: int = 0) -> np.ndarray:
+    """Mono float32 at 16 kHz. Clips recorded below `min_rate` are refused rather than upsampled
+    (upsampling cannot restore the missing band)."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
@@ -27,7 +31,9 @@ def decode_mono_16k(data: bytes) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - any decoder failure is this clip's reject
         raise AudioError(f"undecodable audio: {type(err).__name__}: {err}") from None
     if len(wav) == 0:
-        raise AudioError("zero-length audio")
+        raise AudioError("zero-length audio", "audio_empty")
+    if rate < min_rate:
+        raise AudioError(f"recorded at {rate} Hz, below the {min_rate} Hz minimum", "audio_rate_too_low")
     mono = wav.mean(axis=1)
     if rate != RATE:
         g = np.gcd(int(rate), RATE)
@@ -61,7 +67,7 @@ def fbank(wav: np.ndarray, num_bins: int = BINS, rate: int = RATE) -> np.ndarray
     x = np.asarray(wav, np.float64) * 32768.0
     size, shift = int(rate * 0.025), int(rate * 0.010)
     if len(x) < size:
-        raise AudioError(f"audio of {len(x)} samples is shorter than one 25 ms frame")
+        raise AudioError(f"audio of {len(x)} samples is shorter than one 25 ms frame", "audio_too_short")
     n = 1 + (len(x) - size) // shift
     frames = np.lib.stride_tricks.sliding_window_view(x, size)[::shift][:n].copy()
     frames -= frames.mean(axis=1, keepdims=True)
@@ -91,5 +97,10 @@ def chunks(feats: np.ndarray, train: bool, rng: random.Random, size: int = CHUNK
     return all_chunks[pick]
 
 
-def prepare(data: bytes, train: bool, seed: int) -> np.ndarray:
-    return chunks(normalise(fbank(decode_mono_16k(data))), train, random.Random(seed))
+def prepare(data: bytes, train: bool, seed: int, train_chunks: int = 2, min_rate: int = 0) -> np.ndarray:
+    return features(decode_mono_16k(data, min_rate), train, seed, train_chunks)
+
+
+def features(wav: np.ndarray, train: bool, seed: int, train_chunks: int = 2) -> np.ndarray:
+    """(k, 512, 128) normalised fbank chunks of mono 16 kHz samples."""
+    return chunks(normalise(fbank(wav)), train, random.Random(seed), train_chunks=train_chunks)

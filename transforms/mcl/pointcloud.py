@@ -10,18 +10,41 @@ POINTS = 8192
 
 
 class PointCloudError(ValueError):
-    pass
+    def __init__(self, message: str, reason: str = "points_unreadable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def load_npz(data: bytes, key: str = "arr_0") -> np.ndarray:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        if key not in z:
-            raise PointCloudError(f"npz has no {key!r} (keys: {sorted(z.files)})")
-        pts = np.asarray(z[key])
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise PointCloudError(f"points must be (N, >=3), got {pts.shape}")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if key not in z:
+                raise PointCloudError(f"npz has no {key!r} (keys: {sorted(z.files)})")
+            pts = np.asarray(z[key])
+    except (ValueError, OSError, EOFError) as err:
+        if isinstance(err, PointCloudError):
+            raise
+        raise PointCloudError(f"unreadable npz: {type(err).__name__}: {err}") from None
+    return check(pts)
+
+
+def load_txt(data: bytes) -> np.ndarray:
+    """ModelNet40's `x,y,z,nx,ny,nz` text files."""
+    try:
+        pts = np.loadtxt(io.BytesIO(data), delimiter=",", dtype=np.float32, ndmin=2)
+    except ValueError as err:
+        raise PointCloudError(f"unreadable point text: {err}") from None
+    return check(pts)
+
+
+def check(pts: np.ndarray) -> np.ndarray:
+    if pts.ndim != 2 or pts.shape[1] < 3 or len(pts) == 0:
+        raise PointCloudError(f"points must be (N, >=3), got {pts.shape}", "points_bad_shape")
+    if not np.issubdtype(pts.dtype, np.number):
+        raise PointCloudError(f"points must be numbers, got {pts.dtype}", "points_bad_shape")
     if not np.isfinite(pts).all():
-        raise PointCloudError(f"{int((~np.isfinite(pts)).any(axis=1).sum())} points are NaN or infinite")
+        raise PointCloudError(f"{int((~np.isfinite(pts)).any(axis=1).sum())} points are NaN or infinite",
+                              "points_nonfinite")
     return pts
 
 
@@ -53,6 +76,10 @@ def farthest_point_sample(points: np.ndarray, n: int = POINTS, start: int = 0) -
     return chosen
 
 
-def prepare(data: bytes, n: int = POINTS) -> np.ndarray:
-    pts = unit_sphere(load_npz(data))
+def prepare(data: bytes, n: int = POINTS, text: bool = False) -> np.ndarray:
+    return sample(load_txt(data) if text else load_npz(data), n)
+
+
+def sample(points: np.ndarray, n: int = POINTS) -> np.ndarray:
+    pts = unit_sphere(points)
     return pts[farthest_point_sample(pts, n)]

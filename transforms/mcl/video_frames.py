@@ -1,10 +1,12 @@
 """Video frames as MCL reads them: PyAV decode, 5 frames at 224x224, always RGB (the original
 eval path read BGR by mistake). Train: 2 random frames from each half, then the last repeated;
-eval: evenly spaced, both ends included."""
+eval: evenly spaced, both ends included. Only the chosen frames are converted to RGB, so a long
+video costs a decode pass, not its frames' memory."""
 from __future__ import annotations
 
 import io
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,12 +15,22 @@ SIZE = 224
 
 
 class VideoError(ValueError):
-    pass
+    def __init__(self, message: str, reason: str = "video_undecodable"):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Clip:
+    frames: list[np.ndarray]  # RGB uint8, size x size, in sampling order
+    indices: list[int]
+    total: int  # frames in the video
+    seconds: float
 
 
 def train_indices(n: int, rng: random.Random, frames: int = FRAMES) -> list[int]:
     if n < 1:
-        raise VideoError("the video has no frames")
+        raise VideoError("the video has no frames", "video_empty")
     half = n // 2
     first = sorted(rng.sample(range(max(half, 1)), min(2, max(half, 1))))
     second = sorted(rng.sample(range(half, n), min(2, n - half))) if n - half else []
@@ -30,23 +42,60 @@ def train_indices(n: int, rng: random.Random, frames: int = FRAMES) -> list[int]
 
 def eval_indices(n: int, frames: int = FRAMES) -> list[int]:
     if n < 1:
-        raise VideoError("the video has no frames")
+        raise VideoError("the video has no frames", "video_empty")
     return [int(round(x)) for x in np.linspace(0, n - 1, frames)]
 
 
-def decode_rgb(data: bytes, size: int = SIZE) -> list[np.ndarray]:
-    """Every frame as RGB (size x size), in order."""
+def _count(data: bytes) -> tuple[int, float]:
+    """Frames and seconds from the container; packets are counted when the header has no count."""
     import av
 
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.video[0]
+        n = s.frames or sum(1 for p in c.demux(s) if p.size)
+        if s.duration is not None and s.time_base is not None:
+            seconds = float(s.duration * s.time_base)
+        else:
+            seconds = n / float(s.average_rate) if s.average_rate else 0.0
+    return n, seconds
+
+
+def _decode(data: bytes, idx: list[int], size: int) -> tuple[dict[int, np.ndarray], int]:
+    """The frames at `idx` (RGB, resized) and how many frames were decoded in all."""
+    import av
+
+    wanted, got, count = set(idx), {}, 0
+    with av.open(io.BytesIO(data)) as c:
+        for i, f in enumerate(c.decode(c.streams.video[0])):
+            count = i + 1
+            if i in wanted:
+                got[i] = f.to_ndarray(format="rgb24", width=size, height=size)
+            if i >= max(idx):
+                break
+    return got, count
+
+
+def clip(data: bytes, train: bool, seed: int, size: int = SIZE, frames: int = FRAMES) -> Clip:
+    import av
+
+    def pick(n: int) -> list[int]:
+        return train_indices(n, random.Random(seed), frames) if train else eval_indices(n, frames)
+
     try:
-        with av.open(io.BytesIO(data)) as container:
-            stream = container.streams.video[0]
-            return [f.to_ndarray(format="rgb24", width=size, height=size) for f in container.decode(stream)]
+        n, seconds = _count(data)
+        idx = pick(n)
+        got, count = _decode(data, idx, size)
+        if len(got) < len(set(idx)):  # the header promised more frames than decode gives
+            n = count
+            idx = pick(n)
+            got, count = _decode(data, idx, size)
     except (av.error.FFmpegError, IndexError) as err:
         raise VideoError(f"undecodable video: {type(err).__name__}: {err}") from None
+    if len(got) < len(set(idx)):
+        raise VideoError(f"only {count} frames decode", "video_empty")
+    return Clip([got[i] for i in idx], idx, n, seconds)
 
 
 def sample(data: bytes, train: bool, seed: int, size: int = SIZE) -> tuple[list[np.ndarray], list[int]]:
-    frames = decode_rgb(data, size)
-    idx = train_indices(len(frames), random.Random(seed)) if train else eval_indices(len(frames))
-    return [frames[i] for i in idx], idx
+    c = clip(data, train, seed, size)
+    return c.frames, c.indices

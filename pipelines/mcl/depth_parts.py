@@ -1,0 +1,102 @@
+"""Depth parts: the depth expert (an actor pool, as in perceive) predicts a map for each RGB
+image; the sample pairs the original RGB bytes with a 16-bit `depth.png` under the same key."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from experts.base import Batch, Stage
+from experts.depth import PNG, DepthExpert
+from experts.expert import result_column
+from pipelines.build_folder import StageFolder
+from pipelines.mcl.config import MclConfig
+from pipelines.mcl.media import MediaError, check_image, image_ext, preprocessing
+from pipelines.mcl.parts import MediaStats
+from pipelines.mcl.write import finish_part, reject
+from pipelines.model_parts import chunk_columns
+from transforms.mcl.record import Record
+from transforms.step import StepStats
+
+READ_ERROR, READ_DETAIL, RECORD = "_read_error", "_read_detail", "_record"
+
+
+def make_expert(cfg: MclConfig) -> DepthExpert:
+    return DepthExpert(cfg.depth.model, cfg.depth.revision, cfg.depth.resources(),
+                       trust_remote_code=cfg.trust_remote_code)
+
+
+def chain(expert: DepthExpert) -> list[Stage]:
+    return [expert.prepare, expert, expert.postprocess]
+
+
+def objects(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        arr[i] = v
+    return arr
+
+
+def reader(batch_size: int) -> Any:
+    def read(part: dict[str, Any]) -> Iterator[Batch]:
+        items = part["records"]
+        for c, start in enumerate(range(0, len(items), batch_size)):
+            rows = items[start:start + batch_size]
+            images, widths, heights, errors, details = [], [], [], [], []
+            for it in rows:
+                try:
+                    data = Path(it["path"]).read_bytes()
+                    w, h = check_image(data)
+                    err, detail = "", ""
+                except OSError as e:
+                    data, w, h, err, detail = b"", 1, 1, "media_unreadable", f"{type(e).__name__}: {e}"
+                except MediaError as e:
+                    data, w, h, err, detail = b"", 1, 1, e.reason, str(e)
+                images.append(data)
+                widths.append(w)
+                heights.append(h)
+                errors.append(err)
+                details.append(detail)
+            last = len(items) if start + batch_size >= len(items) else None
+            yield {"key": np.array([it["record"]["key"] for it in rows], dtype=object),
+                   "image": objects(images), "width": np.array(widths),
+                   "height": np.array(heights), READ_ERROR: np.array(errors, dtype=object),
+                   READ_DETAIL: np.array(details, dtype=object),
+                   RECORD: np.array([json.dumps(it["record"]) for it in rows], dtype=object),
+                   **chunk_columns(part["part"], c, len(rows), last)}
+    return read
+
+
+def finisher(folder: StageFolder, cfg: MclConfig, model_info: dict[str, Any]) -> Any:
+    def finish(part: dict[str, Any], batch: Batch) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        order = np.argsort(batch["key"]) if batch else []
+        stats = {"read": StepStats(rows_in=len(part["records"])), "depth": StepStats()}
+        samples, kept, rejects, media = [], [], [], MediaStats()
+        col = result_column("depth")
+        for i in order:
+            rec = Record(**json.loads(batch[RECORD][i]))
+            if batch[READ_ERROR][i]:
+                rejects.append(reject(rec, "read", batch[READ_ERROR][i], batch[READ_DETAIL][i]))
+                stats["read"].rejects[batch[READ_ERROR][i]] += 1
+                continue
+            stats["read"].rows_out += 1
+            stats["depth"].rows_in += 1
+            err = json.loads(batch[col][i])["error"]
+            if err:
+                rejects.append(reject(rec, "depth", "depth_failed", err))
+                stats["depth"].rejects["depth_failed"] += 1
+                continue
+            stats["depth"].rows_out += 1
+            w, h = int(batch["width"][i]), int(batch["height"][i])
+            media.add({"width": w, "height": h})
+            kept.append(rec)
+            samples.append({"__key__": rec.key, image_ext(rec.media): batch["image"][i],
+                            "depth.png": batch[PNG][i], "json": {**rec.to_json(), "media_info": {"width": w, "height": h}}})
+        stats["depth"].seconds += time.perf_counter() - t0
+        return finish_part(folder, part, samples, kept, rejects, stats, media,
+                           preprocessing(cfg, "depth", model_info))
+    return finish

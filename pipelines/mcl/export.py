@@ -1,0 +1,88 @@
+"""The mcl_export stage: the kept records written back in each source's original format (the
+files the original loaders read: LAVIS JSON, AudioCaps/Clotho/Cap3D CSV, ...), COCO-format
+caption ground truth for every caption eval set, and the continual-stage manifest."""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Engine
+from pipelines.mcl.config import MclConfig
+from pipelines.mcl.sources import SPECS
+from pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
+from pipelines.partitioned import run_parts
+from pipelines.shard_source import Sample, iter_shard
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "mcl_export"
+
+
+def read_records(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    recs = []
+    for s in iter_shard(part["input"]):
+        if not isinstance(s, Sample):
+            raise RuntimeError(f"{STAGE}: {part['input']} is damaged: {s}")  # our own shard, verified
+        rec = json.loads(s.members["json"])
+        rec["shard"] = part["shard"]
+        recs.append(rec)
+    out = folder.work / f"part-{part['part'].replace('/', '-')}.json"
+    write_bytes_atomic(out, json.dumps(recs).encode())
+    n = len(recs)
+    return {"part": part["part"], "inputs": [part["input"]], "rows_in": n, "rejected": 0, "shard": None,
+            "count": n, "result": str(out), "stats": stats_to_json({"export": StepStats(n, n, seconds=time.perf_counter() - t0)})}
+
+
+def coco_ground_truth(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """pycocoevalcap's ground truth: integer image ids in key order; `key` ties each to its sample."""
+    images, anns = [], []
+    for i, r in enumerate(sorted(records, key=lambda r: r["key"])):
+        images.append({"id": i, "file_name": r["media"], "key": r["key"]})
+        anns += [{"image_id": i, "id": len(anns), "caption": c} for c in r["answers"]]
+    return {"info": {"description": "fusionweave mcl caption ground truth"}, "licenses": [], "type": "captions",
+            "images": images, "annotations": anns}
+
+
+def write_exports(folder: StageFolder, cfg: MclConfig, records: list[dict[str, Any]]) -> list[str]:
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_source[r["source"]].append(r)
+    written = []
+    sources = {s.name: s for s in cfg.sources}
+    for name, recs in sorted(by_source.items()):
+        src = sources[name]
+        recs.sort(key=lambda r: r["key"])
+        base = Path(recs[0]["modality"]) / recs[0]["split"] if recs[0]["domain"] == "in" \
+            else Path(recs[0]["modality"]) / f"{recs[0]['split']}_ood"
+        rows = [row for r in recs for row in r["rows"]]
+        files = SPECS[src.format].export(src, rows)
+        if recs[0]["task"] == "caption" and src.split != "train":
+            files[f"{name}_coco_gt.json"] = json.dumps(coco_ground_truth(recs), ensure_ascii=False).encode()
+        for fname, data in files.items():
+            write_bytes_atomic(folder.dir / base / fname, data)
+            written.append(str(base / fname))
+    return written
+
+
+def run(cfg: MclConfig, out: Path, engine: Engine, source_stage: str) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    src_folder = StageFolder(out, source_stage)
+    parts = [{"part": p, "shard": e["shard"], "input": str(src_folder.dir / e["shard"])}
+             for p, e in sorted(src_folder.entries().items()) if e.get("shard")]
+    entries = run_parts(engine, folder, parts, lambda p: read_records(folder, p), num_cpus=cfg.read_cpus, desc=STAGE)
+    records = [r for p in sorted(entries) for r in json.loads(Path(entries[p]["result"]).read_text())]
+    files = write_exports(folder, cfg, records)
+    manifest = stage_manifest(cfg, records, f"{source_stage}/", f"{STAGE}/")
+    write_bytes_atomic(folder.dir / STAGES_FILE, json.dumps(manifest, indent=1).encode())
+    for e in entries.values():
+        e.pop("result", None)
+    return folder.finish(entries.values(), None, time.perf_counter() - t0,
+                         info={"files": [*files, STAGES_FILE], "reads": source_stage})

@@ -1,0 +1,164 @@
+"""The mcl build: PathWeave's Continual Learning of Modality benchmark from the originals' files.
+
+stage `mcl`: read every source -> records (malformed rows are rejects) -> missing media and
+cross-split duplicates are rejects -> shards per modality/split/source with the originals'
+preprocessing (the depth expert runs as an actor pool for the depth modality).
+stage `mcl_export`: original-format exports, COCO caption ground truth, the stage manifest.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experts.expert import ExpertError
+from experts.resolve import ModelNotFound
+from pipelines.atomic import write_bytes_atomic
+from pipelines.build_folder import StageFolder
+from pipelines.engine import Engine, ModelEngine
+from pipelines.errors import BuildSetupError
+from pipelines.mcl import depth_parts, export, hygiene
+from pipelines.mcl.config import MclConfig
+from pipelines.mcl.parts import build_summary, plan_parts
+from pipelines.mcl.sources import SPECS, read_source
+from pipelines.mcl.write import write_part
+from pipelines.model_parts import run_model_parts
+from pipelines.partitioned import run_parts
+from pipelines.shard_sink import make_rejects, write_rejects
+from transforms.mcl.record import Record
+from transforms.step import StepStats, stats_to_json
+
+STAGE = "mcl"
+STAGES = {STAGE: None, export.STAGE: None}
+FINAL = STAGE
+MISSING = "_missing_media.jsonl"
+PLAN_PART = "_plan"
+
+
+@dataclass
+class Plan:
+    records: list[Record]
+    rejects: list[dict[str, Any]]
+    stats: dict[str, StepStats]
+    roots: dict[str, Path]
+
+
+def check_files(cfg: MclConfig) -> None:
+    for i, s in enumerate(cfg.sources):
+        for field in ("annotations", "questions", "answer_map", "labels"):
+            p = getattr(s, field)
+            if p is not None and not Path(p).is_file():
+                raise BuildSetupError(f"mcl.sources[{i}] ({s.name}).{field}: file not found: {p}")
+        if not Path(s.media_root).is_dir():
+            raise BuildSetupError(f"mcl.sources[{i}] ({s.name}).media_root: not a folder: {s.media_root}")
+
+
+def check_stages(cfg: MclConfig) -> None:
+    by_name = {s.name: s for s in cfg.sources}
+    for i, st in enumerate(cfg.stages):
+        for name, ratio in (st.mixture or {}).items():
+            src = by_name.get(name)
+            if src is None:
+                raise BuildSetupError(f"mcl.stages[{i}].mixture: no source named {name!r}")
+            if SPECS[src.format].modality != st.modality or src.split != "train":
+                raise BuildSetupError(f"mcl.stages[{i}].mixture: {name!r} is {SPECS[src.format].modality} "
+                                      f"{src.split}, not {st.modality} train")
+            if ratio <= 0:
+                raise BuildSetupError(f"mcl.stages[{i}].mixture.{name}: ratios must be positive, got {ratio}")
+    staged = {st.modality for st in cfg.stages}
+    unstaged = sorted({SPECS[s.format].modality for s in cfg.sources} - staged)
+    if unstaged:
+        raise BuildSetupError(f"mcl.stages: sources of {unstaged} belong to no stage")
+
+
+def check_depth(cfg: MclConfig) -> dict[str, Any] | None:
+    if not any(SPECS[s.format].modality == "depth" for s in cfg.sources):
+        return None
+    if not cfg.depth.model:
+        raise BuildSetupError("mcl.depth.model: the depth sources need a depth estimator (a local folder or a "
+                              "cached Hugging Face id, e.g. Intel/dpt-hybrid-midas)")
+    expert = depth_parts.make_expert(cfg)
+    try:
+        expert.check()
+    except (ExpertError, ModelNotFound) as err:
+        raise BuildSetupError(f"mcl.depth.model: {err}") from None
+    return expert.info()
+
+
+def plan(cfg: MclConfig) -> Plan:
+    check_files(cfg)
+    check_stages(cfg)
+    roots = {s.name: Path(s.media_root) for s in cfg.sources}
+    records, rejects = [], []
+    for s in cfg.sources:
+        recs, rej = read_source(s)
+        records += recs
+        modality = SPECS[s.format].modality
+        rejects += [{**r, "modality": modality, "split": s.split} for r in rej]
+    stats = {"parse": StepStats(len(records) + len(rejects), len(records), Counter(r["reason"] for r in rejects))}
+    for step, fn in (("media", hygiene.missing_media), ("splits", hygiene.cross_split)):
+        before = len(records)
+        records, rej = fn(records, roots)
+        rejects += rej
+        stats[step] = StepStats(before, len(records), Counter(r["reason"] for r in rej))
+    return Plan(records, rejects, stats, roots)
+
+
+def check(cfg: MclConfig, out: Path) -> Plan:
+    p = plan(cfg)
+    check_depth(cfg)
+    return p
+
+
+def plan_entry(folder: StageFolder, p: Plan) -> dict[str, Any]:
+    """The rows refused before any media was opened, as a manifest line without a shard."""
+    missing = [r for r in p.rejects if r["reason"] == "missing_media"]
+    write_bytes_atomic(folder.dir / MISSING, "".join(
+        json.dumps({"key": r["key"], "source": r["source"], "path": r["path"]}) + "\n" for r in missing).encode())
+    by_modality: dict[str, Counter] = defaultdict(Counter)
+    for r in p.rejects:
+        by_modality[r["modality"]][r["reason"]] += 1
+    rows = [{k: r[k] for k in ("key", "step", "reason", "detail")} for r in p.rejects]
+    return {"part": PLAN_PART, "rows_in": len(rows), "rejected": len(rows), "shard": None, "count": 0,
+            "rejects": write_rejects(folder.dir, "plan", make_rejects(rows, STAGE)),
+            "stats": stats_to_json(p.stats), "plan_rejects": {m: dict(c) for m, c in by_modality.items()}}
+
+
+def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dict[str, Any]:
+    folder = StageFolder(out, STAGE)
+    if folder.is_complete():
+        return folder.stats()
+    t0 = time.perf_counter()
+    folder.prepare()
+    if PLAN_PART not in folder.entries():
+        folder.append(plan_entry(folder, p))
+    parts = plan_parts(p.records, p.roots, cfg.shard_size)
+    plain = [x for x in parts if x["modality"] != "depth"]
+    depth = [x for x in parts if x["modality"] == "depth"]
+    entries = dict(run_parts(engine, folder, plain, lambda x: write_part(folder, cfg, x), num_cpus=cfg.read_cpus,
+                             desc=STAGE))
+    model_info = None
+    if depth:
+        expert = depth_parts.make_expert(cfg)
+        model_info = expert.info()
+        entries.update(run_model_parts(engine, folder, depth, depth_parts.reader(cfg.depth.batch_size),
+                                       depth_parts.chain(expert), depth_parts.finisher(folder, cfg, model_info),
+                                       read_cpus=cfg.read_cpus, desc=f"{STAGE} depth"))
+    entries[PLAN_PART] = folder.entries()[PLAN_PART]
+    summary = build_summary(list(entries.values()))
+    return folder.finish(entries.values(), None, time.perf_counter() - t0,
+                         info={"mcl": summary, "depth_model": model_info, "missing_media": MISSING})
+
+
+def run(cfg: MclConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
+        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
+    want = (lambda s: stages is None or s in stages)
+    res: dict[str, dict[str, Any]] = {}
+    if want(STAGE):
+        res[STAGE] = build_shards(cfg, out, engine, check(cfg, out))
+    if want(export.STAGE):
+        res[export.STAGE] = export.run(cfg, out, engine, STAGE)
+    return res

@@ -1,0 +1,64 @@
+"""Write one part: its samples as a shard, its rejects as parquet, its manifest line."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.build_folder import StageFolder
+from pipelines.mcl.config import MclConfig
+from pipelines.mcl.media import BUILDERS, MediaError, preprocessing
+from pipelines.mcl.parts import MediaStats, part_info
+from pipelines.shard_sink import make_rejects, write_rejects, write_shard
+from transforms.mcl.record import Record
+from transforms.step import StepStats, stats_to_json
+
+
+def reject(rec: Record, step: str, reason: str, detail: str) -> dict[str, Any]:
+    return {"key": rec.key, "step": step, "reason": reason, "detail": f"{rec.source}: {rec.media}: {detail}"}
+
+
+def finish_part(folder: StageFolder, part: dict[str, Any], samples: list[dict[str, Any]], kept: list[Record],
+                rejects: list[dict[str, Any]], stats: dict[str, StepStats], media: MediaStats,
+                preprocess: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"part": part["part"], "rows_in": len(part["records"]), "rejected": len(rejects),
+                             "shard": None, "count": 0, "stats": stats_to_json(stats),
+                             **part_info(part, kept, rejects, media, preprocess)}
+    if samples:
+        entry.update(shard=part["shard"], **write_shard(folder.dir / part["shard"], samples))
+    entry["rejects"] = write_rejects(folder.dir, part["rejects_name"], make_rejects(rejects, folder.stage))
+    return entry
+
+
+def write_part(folder: StageFolder, cfg: MclConfig, part: dict[str, Any]) -> dict[str, Any]:
+    """Image, video, audio and point-cloud parts (depth parts need the model: depth_parts)."""
+    build = BUILDERS[part["modality"]]
+    stats = {"read": StepStats(), "preprocess": StepStats()}
+    samples, kept, rejects, media = [], [], [], MediaStats()
+    for item in part["records"]:
+        rec = Record(**item["record"])
+        t0 = time.perf_counter()
+        stats["read"].rows_in += 1
+        try:
+            data = Path(item["path"]).read_bytes()
+        except OSError as err:
+            rejects.append(reject(rec, "read", "media_unreadable", f"{type(err).__name__}: {err}"))
+            stats["read"].rejects["media_unreadable"] += 1
+            continue
+        t1 = time.perf_counter()
+        stats["read"].rows_out += 1
+        stats["read"].seconds += t1 - t0
+        stats["preprocess"].rows_in += 1
+        try:
+            members, info = build(rec, data, cfg)
+        except MediaError as err:
+            rejects.append(reject(rec, "preprocess", err.reason, str(err)))
+            stats["preprocess"].rejects[err.reason] += 1
+            continue
+        finally:
+            stats["preprocess"].seconds += time.perf_counter() - t1
+        stats["preprocess"].rows_out += 1
+        media.add(info)
+        kept.append(rec)
+        samples.append({"__key__": rec.key, **members, "json": {**rec.to_json(), "media_info": info}})
+    return finish_part(folder, part, samples, kept, rejects, stats, media, preprocessing(cfg, part["modality"]))
