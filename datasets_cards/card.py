@@ -53,6 +53,21 @@ def build_outputs(build: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     return [(name, o["stages"], o["final"]) for name, o in outputs]
 
 
+def data_configs(out: Path, name: str, final: str, only: bool) -> list[dict[str, Any]]:
+    """One config per pipeline, its shards as the train split; shards kept per modality and split
+    (mcl: MODALITY/SPLIT/SOURCE/shard-*.tar) give one config per modality with its own splits."""
+    nested = sorted({p.relative_to(out / final).parts[:2] for p in (out / final).glob("*/*/*/shard-*.tar")})
+    if not nested:
+        return [{"config_name": "default" if only else name,
+                 "data_files": [{"split": "train", "path": f"{final}/shard-*.tar"}]}]
+    by_modality: dict[str, list[str]] = {}
+    for modality, split in nested:
+        by_modality.setdefault(modality, []).append(split)
+    return [{"config_name": modality if only else f"{name}-{modality}",
+             "data_files": [{"split": split, "path": f"{final}/{modality}/{split}/*/shard-*.tar"} for split in splits]}
+            for modality, splits in by_modality.items()]
+
+
 def render(out: str | Path) -> Path:
     """Write OUT/README.md (and OUT/_card/*.png). Raises CardError if the card does not validate."""
     out = Path(out)
@@ -71,9 +86,8 @@ def render(out: str | Path) -> Path:
         if final not in stats_all:
             raise CardError(f"{name}: final stage {final!r} has not finished; nothing to describe")
         total += stats_all[final]["rows_out"]
-        shards += sorted((out / final).glob("shard-*.tar"))
-        configs.append({"config_name": "default" if len(outputs) == 1 else name,
-                        "data_files": [{"split": "train", "path": f"{final}/shard-*.tar"}]})
+        shards += sorted((out / final).rglob("shard-*.tar"))
+        configs += data_configs(out, name, final, len(outputs) == 1)
     pretty = cfg.pretty_name or f"{out.resolve().name} ({', '.join(n for n, _, _ in outputs)})"
     meta = DatasetCardData(
         pretty_name=pretty, license=cfg.license, language=cfg.language, task_categories=cfg.task_categories,
@@ -123,6 +137,24 @@ def _caption_notes(build: dict[str, Any], stats_all: dict[str, dict[str, Any]]) 
     return lines
 
 
+def _mcl_section(m: dict[str, Any]) -> list[str]:
+    lines = ["## Loading", "", "One config per modality; its splits are the official ones (`<split>_ood`: out-of-domain "
+             "eval sets). The continual stages, their mixtures and eval sets are in `mcl_export/stages.json`.", "",
+             "```python", "from datasets import load_dataset",
+             "video = load_dataset(\"ORG/NAME\", \"video\", split=\"train\")", "```", "",
+             "## MCL contents", "", "| modality | split | task | source | samples |", "|---|---|---|---|---|"]
+    for modality, splits in m["counts"].items():
+        for split, tasks in sorted(splits.items()):
+            for task, sources in sorted(tasks.items()):
+                lines += [f"| {modality} | {split} | {task} | {src} | {n:,} |" for src, n in sorted(sources.items())]
+    lines += ["", "| modality | rejects by reason |", "|---|---|"]
+    lines += [f"| {mo} | {', '.join(f'{r}: {n:,}' for r, n in rej.items()) or '-'} |" for mo, rej in m["rejects"].items()]
+    lines += ["", "| modality | media statistic | mean | min | max |", "|---|---|---|---|---|"]
+    lines += [f"| {mo} | {k} | {v['mean']:g} | {v['min']:g} | {v['max']:g} |"
+              for mo, metrics in m["media"].items() for k, v in metrics.items()]
+    return lines + [""]
+
+
 def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple[str, list[str], str]],
           stats_all: dict[str, dict[str, Any]], structure: dict[str, Any], words: list[int],
           figs: dict[str, Path | None], total: int) -> str:
@@ -131,9 +163,13 @@ def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple
     lines += [cfg.summary or (f"Built with fusionweave ({names}): {total:,} samples in WebDataset shards, "
                              "with every dropped row recorded with its reason."), ""]
     lines += _caption_notes(build, stats_all)
-    lines += ["## Loading", "", "```python", "from datasets import load_dataset",
-              "ds = load_dataset(\"ORG/NAME\", split=\"train\")  # or data_files={\"train\": \"" +
-              f"{outputs[-1][2]}/shard-*.tar\"}} on a local copy", "```", ""]
+    mcl = next((st["mcl"] for st in stats_all.values() if "mcl" in st), None)
+    if mcl is None:
+        lines += ["## Loading", "", "```python", "from datasets import load_dataset",
+                  "ds = load_dataset(\"ORG/NAME\", split=\"train\")  # or data_files={\"train\": \"" +
+                  f"{outputs[-1][2]}/shard-*.tar\"}} on a local copy", "```", ""]
+    else:
+        lines += _mcl_section(mcl)
     lines += ["## Sample structure", "", f"Read from {structure['samples_read']} samples.", "",
               "| member | kind | present in |", "|---|---|---|"]
     for ext, m in structure["members"].items():

@@ -25,8 +25,10 @@ def publish_files(out: Path, include_intermediate: bool = False) -> list[tuple[s
         s = stage_dir.name
         rels += [f"{s}/{MANIFEST}", f"{s}/{STATS}"]
         rels += [str(p.relative_to(out)) for p in sorted((stage_dir / "_rejects").glob("*.parquet"))]
+        if (stage_dir / STATS).exists():  # a stage's own small outputs (exports, stage manifests)
+            rels += [f"{s}/{f}" for f in json.loads((stage_dir / STATS).read_text()).get("files", [])]
         if s in finals or include_intermediate:
-            rels += [str(p.relative_to(out)) for p in sorted(stage_dir.glob("shard-*")) if p.is_file()]
+            rels += [str(p.relative_to(out)) for p in sorted(stage_dir.rglob("shard-*.tar")) if p.is_file()]
     return [(r, (out / r).stat().st_size) for r in rels if (out / r).exists()]
 
 

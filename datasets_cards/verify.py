@@ -72,9 +72,10 @@ def verify_stage(d: Path) -> list[str]:
             continue
         if n != e["count"]:
             problems.append(f"{name}/{shard}: {n} samples, manifest says {e['count']}")
-    for p in sorted(d.iterdir()):
-        if p.is_file() and p.name.startswith("shard-") and p.name not in listed:
-            problems.append(f"{name}/{p.name}: shard not listed in the manifest")
+    for p in sorted(d.rglob("shard-*")):  # shards may sit in subfolders (mcl: modality/split/source)
+        rel = str(p.relative_to(d))
+        if p.is_file() and not is_tmp(p.name) and rel not in listed:
+            problems.append(f"{name}/{rel}: shard not listed in the manifest")
     for p in sorted(d.rglob("*")):
         if p.is_file() and is_tmp(p.name):
             problems.append(f"{name}/{p.relative_to(d)}: partial file left by an interrupted write")

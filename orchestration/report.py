@@ -29,7 +29,26 @@ def render(stages: dict[str, dict[str, Any]]) -> str:
             # an expert that failed on a sample keeps the sample (its experts.json says why)
             errs = ", ".join(f"{k} {n:,}" for k, n in st["expert_errors"].items()) or "none"
             lines.append(f"    expert errors (samples kept, error in experts.json): {errs}")
+        if "mcl" in st:
+            lines += mcl_lines(st["mcl"])
     return "\n".join(lines)
+
+
+def mcl_lines(m: dict[str, Any]) -> list[str]:
+    """Samples per modality, split, task and source; rejects per modality; media statistics."""
+    lines = ["    samples by modality / split / task / source:"]
+    for modality, splits in m["counts"].items():
+        for split, tasks in sorted(splits.items()):
+            for task, sources in sorted(tasks.items()):
+                lines.append(f"      {modality:<10} {split:<9} {task:<7} " +
+                             ", ".join(f"{s} {n:,}" for s, n in sorted(sources.items())))
+    for modality, rej in m["rejects"].items():
+        if rej:
+            lines.append(f"    rejects {modality:<10} " + ", ".join(f"{r} {n:,}" for r, n in rej.items()))
+    for modality, metrics in m["media"].items():
+        lines.append(f"    media   {modality:<10} " + "; ".join(
+            f"{k} mean {v['mean']:g} (min {v['min']:g}, max {v['max']:g})" for k, v in metrics.items()))
+    return lines
 
 
 def write(out: Path, order: list[str] | None = None) -> str:

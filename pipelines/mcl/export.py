@@ -43,7 +43,8 @@ def coco_ground_truth(records: list[dict[str, Any]]) -> dict[str, Any]:
     images, anns = [], []
     for i, r in enumerate(sorted(records, key=lambda r: r["key"])):
         images.append({"id": i, "file_name": r["media"], "key": r["key"]})
-        anns += [{"image_id": i, "id": len(anns), "caption": c} for c in r["answers"]]
+        for c in r["answers"]:
+            anns.append({"image_id": i, "id": len(anns), "caption": c})
     return {"info": {"description": "fusionweave mcl caption ground truth"}, "licenses": [], "type": "captions",
             "images": images, "annotations": anns}
 

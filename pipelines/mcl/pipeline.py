@@ -150,7 +150,7 @@ def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dic
     entries[PLAN_PART] = folder.entries()[PLAN_PART]
     summary = build_summary(list(entries.values()))
     return folder.finish(entries.values(), None, time.perf_counter() - t0,
-                         info={"mcl": summary, "depth_model": model_info, "missing_media": MISSING})
+                         info={"mcl": summary, "depth_model": model_info, "files": [MISSING]})
 
 
 def run(cfg: MclConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,

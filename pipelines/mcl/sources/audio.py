@@ -22,7 +22,8 @@ def csv_source(required: tuple[str, ...], comment: str | None = None, columns: t
 
 def csv_export(columns: tuple[str, ...]) -> Any:
     def export(src: Any, rows: list[Row]) -> dict[str, bytes]:
-        cols = list(rows[0]) if rows else list(columns)  # the original header, in its order
+        # the original header's order (rows come back from JSON with sorted keys), extras after
+        cols = [*columns, *sorted({k for r in rows for k in r} - set(columns))]
         return {f"{src.name}.csv": to_csv(rows, cols)}
     return export
 
