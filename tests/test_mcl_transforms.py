@@ -136,3 +136,40 @@ def test_fbank_matches_kaldi_native_fbank() -> None:
     got = audio_fbank.fbank(x, num_bins=80)
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-2
+
+
+def test_video_clip_reports_frames_and_duration() -> None:
+    colours = [(i * 20, 255 - i * 20, 40) for i in range(12)]
+    c = video_frames.clip(mp4(colours), train=False, seed=0)
+    assert c.total == 12 and c.seconds == pytest.approx(1.2, abs=0.11) and c.indices == [0, 3, 6, 8, 11]
+    t = video_frames.clip(mp4(colours), train=True, seed=1, frames=5)
+    assert all(i < 6 for i in t.indices[:2]) and all(i >= 6 for i in t.indices[2:4]) and t.indices[4] == t.indices[3]
+    with pytest.raises(video_frames.VideoError) as err:
+        video_frames.clip(b"not a video at all", train=False, seed=0)
+    assert err.value.reason == "video_undecodable"
+
+
+def test_audio_rate_floor_and_reasons() -> None:
+    with pytest.raises(audio_fbank.AudioError) as err:
+        audio_fbank.decode_mono_16k(wav(1.0, rate=8000), min_rate=16_000)
+    assert err.value.reason == "audio_rate_too_low"
+    assert len(audio_fbank.decode_mono_16k(wav(1.0, rate=8000))) == 16_000  # without a floor: resampled
+    with pytest.raises(audio_fbank.AudioError) as err:
+        audio_fbank.decode_mono_16k(wav(0.0))
+    assert err.value.reason == "audio_empty"
+
+
+def test_modelnet_text_points() -> None:
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(300, 6))
+    text = "\n".join(",".join(f"{v:.6f}" for v in p) for p in pts).encode()
+    out = pointcloud.prepare(text, n=128, text=True)
+    assert out.shape == (128, 6) and np.sqrt((out[:, :3] ** 2).sum(1)).max() <= 1.0 + 1e-5
+    with pytest.raises(pointcloud.PointCloudError) as err:
+        pointcloud.prepare(b"1,2\n3,oops\n", text=True)
+    assert err.value.reason in ("points_unreadable", "points_bad_shape")
+    bad = np.zeros((10, 3))
+    bad[0, 0] = np.inf
+    with pytest.raises(pointcloud.PointCloudError) as err:
+        pointcloud.prepare(npz(bad))
+    assert err.value.reason == "points_nonfinite"

@@ -95,7 +95,7 @@ def finisher(folder: StageFolder, cfg: MclConfig, model_info: dict[str, Any]) ->
             media.add({"width": w, "height": h})
             kept.append(rec)
             samples.append({"__key__": rec.key, image_ext(rec.media): batch["image"][i],
-                            "depth.png": batch[PNG][i], "json": {**rec.to_json(), "media_info": {"width": w, "height": h}}})
+                            "depth.png": batch[PNG][i], **rec.members({"width": w, "height": h})})
         stats["depth"].seconds += time.perf_counter() - t0
         return finish_part(folder, part, samples, kept, rejects, stats, media,
                            preprocessing(cfg, "depth", model_info))

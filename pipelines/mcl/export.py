@@ -29,6 +29,7 @@ def read_records(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(s, Sample):
             raise RuntimeError(f"{STAGE}: {part['input']} is damaged: {s}")  # our own shard, verified
         rec = json.loads(s.members["json"])
+        rec["rows"] = [json.loads(ln) for ln in s.members["src.jsonl"].decode("utf-8").splitlines()]
         rec["shard"] = part["shard"]
         recs.append(rec)
     out = folder.work / f"part-{part['part'].replace('/', '-')}.json"

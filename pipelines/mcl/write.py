@@ -60,5 +60,5 @@ def write_part(folder: StageFolder, cfg: MclConfig, part: dict[str, Any]) -> dic
         stats["preprocess"].rows_out += 1
         media.add(info)
         kept.append(rec)
-        samples.append({"__key__": rec.key, **members, "json": {**rec.to_json(), "media_info": info}})
+        samples.append({"__key__": rec.key, **members, **rec.members(info)})
     return finish_part(folder, part, samples, kept, rejects, stats, media, preprocessing(cfg, part["modality"]))
