@@ -2,7 +2,7 @@
 COCO captions + VQAv2, MSRVTT caption + QA (mp4 written with PyAV, every frame one known colour),
 AudioCaps, AudioCaps-QA, Clotho (wav sine tones), LLaVA-Instruct + NYU scene labels (RGB images;
 depth is predicted), Cap3D + Cap3D-QA + ModelNet40 (`*_8192.npz`). Bad inputs are planted and
-returned with the reject reason each must produce."""
+listed with the reject reason each must produce (each item appears in its reject's detail)."""
 from __future__ import annotations
 
 import io
@@ -15,8 +15,8 @@ import yaml
 from PIL import Image
 
 PLANTED = {"video_undecodable": ["corrupt"], "audio_empty": ["silence0"], "audio_rate_too_low": ["lowrate"],
-           "points_nonfinite": ["nanpoints"], "missing_media": ["ghost"], "malformed_row": ["audiocaps:6", "cap3d:5"],
-           "cross_split_duplicate": ["video3"], "unknown_class": ["nyu:alien"]}
+           "points_nonfinite": ["nanpoints"], "missing_media": ["ghost"], "malformed_row": ["train.csv:7", "Objaverse.csv:5"],
+           "cross_split_duplicate": ["video3"], "unknown_class": ["'alien'"]}
 VIDEO_FRAMES = 10
 
 
