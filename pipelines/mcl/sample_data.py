@@ -18,6 +18,8 @@ PLANTED = {"video_undecodable": ["corrupt"], "audio_empty": ["silence0"], "audio
            "points_nonfinite": ["nanpoints"], "missing_media": ["ghost"], "malformed_row": ["train.csv:7", "Objaverse.csv:5"],
            "cross_split_duplicate": ["video3"], "unknown_class": ["'alien'"]}
 VIDEO_FRAMES = 10
+NYU_CLASSES = ["bathroom", "bedroom", "bookstore", "classroom", "dining_room", "home_office", "kitchen", "living_room",
+               "office", "study"]
 
 
 def frame_colour(video: int, frame: int) -> tuple[int, int, int]:
@@ -68,6 +70,11 @@ def npz(seed: int, n: int = 9000, nan: bool = False) -> bytes:
     return buf.getvalue()
 
 
+def src(name: str, fmt: str, split: str, **fields: Any) -> dict[str, Any]:
+    """A recipe's source entry."""
+    return {"name": name, "format": fmt, "split": split, **fields}
+
+
 def _write(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
@@ -97,12 +104,10 @@ def image_data(root: Path) -> list[dict[str, Any]]:
          "answers": [{"answer": str(i), "answer_confidence": "yes", "answer_id": k + 1} for k in range(10)]}
         for i in (6, 7)]})
     m = str(d / "images")
-    return [{"name": "coco_caption", "format": "coco_caption", "split": "train",
-             "annotations": str(d / "captions_train2014.json"), "media_root": m},
-            {"name": "coco_caption_val", "format": "coco_caption", "split": "val",
-             "annotations": str(d / "captions_val2014.json"), "media_root": m},
-            {"name": "vqav2", "format": "vqa", "split": "train", "questions": str(d / "vqa_questions_train.json"),
-             "annotations": str(d / "vqa_annotations_train.json"), "media_root": m}]
+    return [src("coco_caption", "coco_caption", "train", annotations=str(d / "captions_train2014.json"), media_root=m),
+            src("coco_caption_val", "coco_caption", "val", annotations=str(d / "captions_val2014.json"), media_root=m),
+            src("vqav2", "vqa", "train", questions=str(d / "vqa_questions_train.json"),
+                annotations=str(d / "vqa_annotations_train.json"), media_root=m)]
 
 
 def video_data(root: Path) -> list[dict[str, Any]]:
@@ -123,15 +128,14 @@ def video_data(root: Path) -> list[dict[str, Any]]:
     _json(d / "msrvtt_qa_test.json", qa_test)
     _json(d / "train_ans2label.json", {"colour": 0, "yes": 1})
     m = str(d / "videos")
-    return [{"name": "msrvtt_caption", "format": "msrvtt_caption", "split": "train",
-             "annotations": str(d / "msrvtt_caption_train.json"), "media_root": m},
-            {"name": "msrvtt_caption_test", "format": "msrvtt_caption", "split": "test",
-             "annotations": str(d / "msrvtt_caption_test.json"), "media_root": m},
-            {"name": "msrvtt_qa", "format": "video_qa", "split": "train", "annotations": str(d / "msrvtt_qa_train.json"),
-             "answer_map": str(d / "train_ans2label.json"), "media_root": m},
-            {"name": "msrvtt_qa_test", "format": "video_qa", "split": "test",
-             "annotations": str(d / "msrvtt_qa_test.json"), "answer_map": str(d / "train_ans2label.json"),
-             "media_root": m}]
+    return [src("msrvtt_caption", "msrvtt_caption", "train",
+                annotations=str(d / "msrvtt_caption_train.json"), media_root=m),
+            src("msrvtt_caption_test", "msrvtt_caption", "test",
+                annotations=str(d / "msrvtt_caption_test.json"), media_root=m),
+            src("msrvtt_qa", "video_qa", "train",
+                annotations=str(d / "msrvtt_qa_train.json"), answer_map=str(d / "train_ans2label.json"), media_root=m),
+            src("msrvtt_qa_test", "video_qa", "test",
+                annotations=str(d / "msrvtt_qa_test.json"), answer_map=str(d / "train_ans2label.json"), media_root=m)]
 
 
 def audio_data(root: Path) -> list[dict[str, Any]]:
@@ -154,14 +158,11 @@ def audio_data(root: Path) -> list[dict[str, Any]]:
     _write(d / "clotho" / "clotho_captions_evaluation.csv", "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
            + "".join(f"clip{i}.wav" + "".join(f",tone {i} caption {k}" for k in range(5)) + "\n" for i in range(2)))
     ac = str(d / "audiocaps")
-    return [{"name": "audiocaps", "format": "audiocaps", "split": "train", "annotations": str(d / "audiocaps" / "train.csv"),
-             "media_root": ac},
-            {"name": "audiocaps_test", "format": "audiocaps", "split": "test",
-             "annotations": str(d / "audiocaps" / "test.csv"), "media_root": ac},
-            {"name": "audiocaps_qa", "format": "audiocaps_qa", "split": "train",
-             "annotations": str(d / "audiocaps" / "qa.csv"), "media_root": ac},
-            {"name": "clotho", "format": "clotho", "split": "test",
-             "annotations": str(d / "clotho" / "clotho_captions_evaluation.csv"), "media_root": str(d / "clotho")}]
+    return [src("audiocaps", "audiocaps", "train", annotations=str(d / "audiocaps" / "train.csv"), media_root=ac),
+            src("audiocaps_test", "audiocaps", "test", annotations=str(d / "audiocaps" / "test.csv"), media_root=ac),
+            src("audiocaps_qa", "audiocaps_qa", "train", annotations=str(d / "audiocaps" / "qa.csv"), media_root=ac),
+            src("clotho", "clotho", "test",
+                annotations=str(d / "clotho" / "clotho_captions_evaluation.csv"), media_root=str(d / "clotho"))]
 
 
 def depth_data(root: Path) -> list[dict[str, Any]]:
@@ -175,12 +176,10 @@ def depth_data(root: Path) -> list[dict[str, Any]]:
         {"from": "human", "value": "Is it bright?"}, {"from": "gpt", "value": "yes"}]} for i in range(4)]
     _json(d / "llava_instruct.json", conv)
     _write(d / "nyu" / "labels.csv", "image,scene\nscene0.jpg,bedroom\nscene1.jpg,kitchen\nscene2.jpg,alien\n")
-    return [{"name": "llava_depth", "format": "llava_instruct", "split": "train",
-             "annotations": str(d / "llava_instruct.json"), "media_root": str(d / "llava")},
-            {"name": "nyu", "format": "scene_labels", "split": "test", "domain": "out",
-             "annotations": str(d / "nyu" / "labels.csv"), "media_root": str(d / "nyu"),
-             "classes": ["bathroom", "bedroom", "bookstore", "classroom", "dining_room", "home_office", "kitchen",
-                         "living_room", "office", "study"]}]
+    return [src("llava_depth", "llava_instruct", "train",
+                annotations=str(d / "llava_instruct.json"), media_root=str(d / "llava")),
+            src("nyu", "scene_labels", "test", domain="out",
+                annotations=str(d / "nyu" / "labels.csv"), media_root=str(d / "nyu"), classes=NYU_CLASSES)]
 
 
 def pointcloud_data(root: Path) -> list[dict[str, Any]]:
@@ -196,12 +195,10 @@ def pointcloud_data(root: Path) -> list[dict[str, Any]]:
     _write(d / "modelnet40_test.txt", "airplane_0627\nchair_0890\n")
     _write(d / "modelnet40_shape_names.txt", "airplane\nbathtub\nbed\nchair\n")
     p = str(d / "points")
-    return [{"name": "cap3d", "format": "cap3d", "split": "train", "annotations": str(d / "Cap3D_automated_Objaverse.csv"),
-             "media_root": p},
-            {"name": "cap3d_qa", "format": "cap3d_qa", "split": "train", "annotations": str(d / "cap3d_qa.csv"),
-             "media_root": p},
-            {"name": "modelnet40", "format": "modelnet40", "split": "test", "annotations": str(d / "modelnet40_test.txt"),
-             "labels": str(d / "modelnet40_shape_names.txt"), "media_root": p}]
+    return [src("cap3d", "cap3d", "train", annotations=str(d / "Cap3D_automated_Objaverse.csv"), media_root=p),
+            src("cap3d_qa", "cap3d_qa", "train", annotations=str(d / "cap3d_qa.csv"), media_root=p),
+            src("modelnet40", "modelnet40", "test",
+                annotations=str(d / "modelnet40_test.txt"), labels=str(d / "modelnet40_shape_names.txt"), media_root=p)]
 
 
 def generate(out: Path, depth_model: Path | None = None, seed: int = 0) -> Path:
