@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,18 @@ def decode_mcl(raw: Sample) -> Sample:
         with Image.open(io.BytesIO(depth)) as im:
             out["depth"] = torch.from_numpy(np.asarray(im, dtype=np.int32))
     return out
+
+
+def paired_flip_crop(rgb: Any, depth: Any, rng: random.Random, min_scale: float = 0.8) -> tuple[Any, Any]:
+    """One random crop (a `min_scale`..1 fraction of each side) and horizontal flip applied to an
+    RGB image (C, H, W) and its depth map (H, W) identically, so depth stays aligned with the pixels."""
+    h, w = depth.shape[-2:]
+    ch, cw = max(1, round(h * rng.uniform(min_scale, 1.0))), max(1, round(w * rng.uniform(min_scale, 1.0)))
+    y, x = rng.randint(0, h - ch), rng.randint(0, w - cw)
+    rgb, depth = rgb[..., y:y + ch, x:x + cw], depth[..., y:y + ch, x:x + cw]
+    if rng.random() < 0.5:
+        rgb, depth = rgb.flip(-1), depth.flip(-1)
+    return rgb, depth
 
 
 def collate_records(samples: list[Sample]) -> dict[str, Any]:
