@@ -73,8 +73,10 @@ def verify_stage(d: Path) -> list[str]:
         if n != e["count"]:
             problems.append(f"{name}/{shard}: {n} samples, manifest says {e['count']}")
     for p in sorted(d.rglob("shard-*")):  # shards may sit in subfolders (mcl: modality/split/source)
-        rel = str(p.relative_to(d))
-        if p.is_file() and not is_tmp(p.name) and rel not in listed:
+        rel = p.relative_to(d)
+        if any(part.startswith("_") for part in rel.parts[:-1]):  # _rejects/, _work/: not shards
+            continue
+        if p.is_file() and not is_tmp(p.name) and str(rel) not in listed:
             problems.append(f"{name}/{rel}: shard not listed in the manifest")
     for p in sorted(d.rglob("*")):
         if p.is_file() and is_tmp(p.name):
