@@ -10,7 +10,7 @@ import pytest
 from pipelines.errors import BuildSetupError
 from pipelines.mcl import hygiene
 from pipelines.mcl.config import MclConfig, SourceConfig
-from pipelines.mcl.pipeline import check_files, check_stages, plan
+from pipelines.mcl.pipeline import check_files, check_stages, plan, split_check
 from pipelines.mcl.sample_data import generate
 from pipelines.mcl.sources import SPECS, read_source
 
@@ -118,16 +118,21 @@ def test_hygiene_missing_media_and_cross_split(recipe: dict) -> None:
     roots = {s.name: Path(s.media_root) for s in srcs}
     kept, missing = hygiene.missing_media(records, roots)
     assert [m["reason"] for m in missing] == ["missing_media"] and missing[0]["path"].endswith("ghost.wav")
-    kept, dup = hygiene.cross_split(kept, roots)
+    by_path, dup = hygiene.cross_split(kept, lambda r: hygiene.real_path(r, roots))
     assert [(d["reason"], d["split"]) for d in dup] == [("cross_split_duplicate", "train")]
     assert "video3.mp4" in dup[0]["detail"]
-    assert any(r.media == "video3.mp4" and r.split == "test" for r in kept)  # the eval set stays whole
+    assert any(r.media == "video3.mp4" and r.split == "test" for r in by_path)  # the eval set stays whole
+    digests = hygiene.sha256_files([hygiene.real_path(r, roots) for r in kept])
+    _, by_content = hygiene.cross_split(kept, lambda r: digests[hygiene.real_path(r, roots)])
+    assert sorted(d["detail"].split(" ")[0] for d in by_content) == ["video3.mp4", "video4_copy.mp4"]  # a renamed copy
 
 
 def test_plan_balances(recipe: dict) -> None:
     p = plan(MclConfig.model_validate(recipe["mcl"]))
+    p = split_check(p, lambda r: hygiene.real_path(r, p.roots))
     st = p.stats
     assert st["parse"].rows_in == st["parse"].rows_out + sum(st["parse"].rejects.values())
+    assert st["media"].rows_in == st["parse"].rows_out and st["splits"].rows_in == st["media"].rows_out
     assert st["splits"].rows_out == len(p.records)
     assert st["parse"].rows_in == len(p.records) + len(p.rejects)
 

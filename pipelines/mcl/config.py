@@ -76,6 +76,9 @@ class MclConfig(Strict):
     seed: int | None = None
     shard_size: int = Field(256, gt=0)
     read_cpus: float = Field(0.5, gt=0)
+    duplicates: Literal["content", "path"] = Field(
+        "content", description="what makes two media files one item when checking train/eval overlap: "
+                               "their sha256 (copies under other names are caught) or their real path")
     trust_remote_code: bool = False
     sources: list[SourceConfig] = Field(min_length=1)
     video: VideoConfig = VideoConfig()

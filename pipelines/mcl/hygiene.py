@@ -1,13 +1,15 @@
 """Split hygiene before any media is processed: every annotation must find its file (else a
-`missing_media` reject carrying the path: the missing-media manifest), and no media file may
+`missing_media` reject carrying the path: the missing-media manifest), and no media item may
 serve both a training split and an evaluation split of the same modality (the training record
-is the reject: evaluation sets stay as published)."""
+is the reject: evaluation sets stay as published). A media item is its file's content (sha256,
+so copies under other names are caught) or, with `duplicates: path`, its real path."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transforms.mcl.record import Record
 
@@ -28,17 +30,38 @@ def missing_media(records: list[Record], roots: dict[str, Path]) -> tuple[list[R
     return kept, rejects
 
 
-def cross_split(records: list[Record], roots: dict[str, Path]) -> tuple[list[Record], list[dict[str, Any]]]:
-    """Identity is the file itself (its real path), so two sources naming one file, or a symlink
-    to it, are caught."""
-    evals: dict[tuple[str, str], list[str]] = defaultdict(list)
-    ident = {r.key: (r.modality, os.path.realpath(roots[r.source] / r.media)) for r in records}
+def real_path(rec: Record, roots: dict[str, Path]) -> str:
+    return os.path.realpath(roots[rec.source] / rec.media)
+
+
+def needs_identity(records: list[Record]) -> list[Record]:
+    """Only modalities with both training and evaluation records can leak."""
+    splits: dict[str, set[bool]] = defaultdict(set)
     for r in records:
-        if not r.train:
-            evals[ident[r.key]].append(f"{r.source}/{r.split}")
+        splits[r.modality].add(r.train)
+    return [r for r in records if len(splits[r.modality]) == 2]
+
+
+def sha256_files(paths: list[str]) -> dict[str, str]:
+    out = {}
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        out[p] = h.hexdigest()
+    return out
+
+
+def cross_split(records: list[Record], identity: Callable[[Record], str]) -> tuple[list[Record], list[dict[str, Any]]]:
+    evals: dict[tuple[str, str], list[str]] = defaultdict(list)
+    ident = {r.key: (r.modality, identity(r)) for r in needs_identity(records)}
+    for r in records:
+        if not r.train and r.key in ident:
+            evals[ident[r.key]].append(f"{r.source}/{r.split}:{r.media}")
     kept, rejects = [], []
     for r in records:
-        clash = evals.get(ident[r.key]) if r.train else None
+        clash = evals.get(ident[r.key]) if r.train and r.key in ident else None
         if clash:
             rejects.append(reject(r, "splits", "cross_split_duplicate",
                                   f"{r.media} is also in {sorted(set(clash))}"))

@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from experts.expert import ExpertError
 from experts.resolve import ModelNotFound
@@ -99,12 +99,27 @@ def plan(cfg: MclConfig) -> Plan:
         modality = SPECS[s.format].modality
         rejects += [{**r, "modality": modality, "split": s.split} for r in rej]
     stats = {"parse": StepStats(len(records) + len(rejects), len(records), Counter(r["reason"] for r in rejects))}
-    for step, fn in (("media", hygiene.missing_media), ("splits", hygiene.cross_split)):
-        before = len(records)
-        records, rej = fn(records, roots)
-        rejects += rej
-        stats[step] = StepStats(before, len(records), Counter(r["reason"] for r in rej))
-    return Plan(records, rejects, stats, roots)
+    records, rej = hygiene.missing_media(records, roots)
+    stats["media"] = StepStats(len(records) + len(rej), len(records), Counter(r["reason"] for r in rej))
+    return Plan(records, rejects + rej, stats, roots)
+
+
+def split_check(p: Plan, identity: Callable[[Record], str]) -> Plan:
+    records, rej = hygiene.cross_split(p.records, identity)
+    stats = {**p.stats, "splits": StepStats(len(p.records), len(records), Counter(r["reason"] for r in rej))}
+    return Plan(records, p.rejects + rej, stats, p.roots)
+
+
+def content_identity(p: Plan, engine: Engine, cpus: float, chunk: int = 256) -> Callable[[Record], str]:
+    """sha256 of every file that could leak between splits, hashed on the engine's workers."""
+    paths = sorted({hygiene.real_path(r, p.roots) for r in hygiene.needs_identity(p.records)})
+    items = [{"part": str(i), "paths": paths[i:i + chunk]} for i in range(0, len(paths), chunk)]
+    digests: dict[str, str] = {}
+    for res in engine.map_partitions(items, lambda it: {"part": it["part"], **hygiene.sha256_files(it["paths"])},
+                                     num_cpus=cpus, desc=f"{STAGE} hash"):
+        res.pop("part")
+        digests.update(res)
+    return lambda r: digests[hygiene.real_path(r, p.roots)]
 
 
 def check(cfg: MclConfig, out: Path) -> Plan:
@@ -133,6 +148,9 @@ def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dic
         return folder.stats()
     t0 = time.perf_counter()
     folder.prepare()
+    identity = content_identity(p, engine, cfg.read_cpus) if cfg.duplicates == "content" \
+        else (lambda r: hygiene.real_path(r, p.roots))
+    p = split_check(p, identity)
     if PLAN_PART not in folder.entries():
         folder.append(plan_entry(folder, p))
     parts = plan_parts(p.records, p.roots, cfg.shard_size)

@@ -16,7 +16,7 @@ from PIL import Image
 
 PLANTED = {"video_undecodable": ["corrupt"], "audio_empty": ["silence0"], "audio_rate_too_low": ["lowrate"],
            "points_nonfinite": ["nanpoints"], "missing_media": ["ghost"], "malformed_row": ["train.csv:7", "Objaverse.csv:5"],
-           "cross_split_duplicate": ["video3"], "unknown_class": ["'alien'"]}
+           "cross_split_duplicate": ["video3", "video4_copy"], "unknown_class": ["'alien'"]}
 VIDEO_FRAMES = 10
 NYU_CLASSES = ["bathroom", "bedroom", "bookstore", "classroom", "dining_room", "home_office", "kitchen", "living_room",
                "office", "study"]
@@ -114,10 +114,12 @@ def video_data(root: Path) -> list[dict[str, Any]]:
     d = root / "msrvtt"
     for v in range(6):
         _write(d / "videos" / f"video{v}.mp4", mp4(v))
+    _write(d / "videos" / "video4_copy.mp4", mp4(4))  # the test clip video4 under another name
     _write(d / "videos" / "corrupt.mp4", b"\x00\x00\x00\x18ftypmp42" + b"\x13" * 200)
     train = [{"video": f"video{v}.mp4", "caption": f"colours changing, clip {v}"} for v in (0, 1, 2, 3)]
     train += [{"video": "video0.mp4", "caption": "a second caption of clip 0"},
-              {"video": "corrupt.mp4", "caption": "never decodes"}]
+              {"video": "corrupt.mp4", "caption": "never decodes"},
+              {"video": "video4_copy.mp4", "caption": "a copy of a test clip"}]
     test = [{"video": f"video{v}.mp4", "caption": [f"clip {v} changes colour", f"colours of clip {v}"]} for v in (3, 4)]
     qa = [{"video": f"video{v}.mp4", "question": "what changes?", "answer": "colour", "question_id": v} for v in (0, 1)]
     qa_test = [{"video": "video5.mp4", "question": "what changes?", "answer": "colour", "question_id": 50},
