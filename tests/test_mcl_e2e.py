@@ -56,7 +56,7 @@ def rejects(out: Path) -> dict[str, str]:
 
 def test_accounting_and_planted_rejects(built: dict) -> None:
     st = json.loads((built["out"] / "mcl" / "_stats.json").read_text())
-    assert st["balanced"] and st["rows_in"] == st["rows_out"] + st["rejected"] == 49
+    assert st["balanced"] and st["rows_in"] == st["rows_out"] + st["rejected"] == 53
     rej = rejects(built["out"])
     for reason, items in PLANTED.items():
         for item in items:
@@ -124,14 +124,16 @@ def test_points_unit_sphere_fps(built: dict) -> None:
 
 def test_depth_pairs_by_key(built: dict) -> None:
     got = samples(built["out"], "depth/train/llava_depth")
-    assert len(got) == 4
+    assert len(got) == 8  # four conversations of two turns: a QA record per turn
     for s in got:
         rgb = Image.open(io.BytesIO(s["jpg"]))
         depth = Image.open(io.BytesIO(s["depth.png"]))
         assert depth.mode in ("I;16", "I") and depth.size == rgb.size
         assert np.asarray(depth).max() == 65535  # scaled per image to 16 bits
-        assert s["meta"]["question"] == "What is in the picture?" and s["meta"]["answers"] == ["a gradient " +
-                                                                                               s["meta"]["media"][11]]
+        # the EXIF-rotated photo is stored upright, as the depth model saw it
+        assert rgb.size == ((60, 80) if s["meta"]["media"] == "000000000003.jpg" else (80, 60))
+    turns = sorted((s["meta"]["media"][11], s["meta"]["question"], s["meta"]["answers"][0]) for s in got)
+    assert turns[:2] == [("0", "Is it bright?", "yes"), ("0", "What is in the picture?", "a gradient 0")]
     entries = [json.loads(ln) for ln in (built["out"] / "mcl" / "_manifest.jsonl").read_text().splitlines()]
     dm = [e["preprocess"]["model"] for e in entries if e.get("modality") == "depth"]
     assert dm and all(m["model"].endswith("depth") for m in dm)  # the depth model is recorded per shard

@@ -127,14 +127,85 @@ def test_hygiene_missing_media_and_cross_split(recipe: dict) -> None:
     assert sorted(d["detail"].split(" ")[0] for d in by_content) == ["video3.mp4", "video4_copy.mp4"]  # a renamed copy
 
 
-def test_plan_balances(recipe: dict) -> None:
+def test_plan_counts_on_the_sample_sources(recipe: dict) -> None:
     p = plan(MclConfig.model_validate(recipe["mcl"]))
+    assert dict(p.stats["parse"].rejects) == {"malformed_row": 2, "unknown_class": 1}
+    assert dict(p.stats["media"].rejects) == {"missing_media": 1}
     p = split_check(p, lambda r: hygiene.real_path(r, p.roots))
-    st = p.stats
-    assert st["parse"].rows_in == st["parse"].rows_out + sum(st["parse"].rejects.values())
-    assert st["media"].rows_in == st["parse"].rows_out and st["splits"].rows_in == st["media"].rows_out
-    assert st["splits"].rows_out == len(p.records)
-    assert st["parse"].rows_in == len(p.records) + len(p.rejects)
+    assert dict(p.stats["splits"].rejects) == {"cross_split_duplicate": 1}  # by path; by content it is 2
+    assert sum(1 for r in p.records if r.source == "llava_depth") == 8  # a QA record per conversation turn
+    assert p.stats["parse"].rows_in == len(p.records) + len(p.rejects) == 53
+
+
+def test_unbalanced_quote_is_one_bad_row(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text('youtube_id,start_time,caption\nytA,0,"a dog barks\nytB,10,rain\nytC,20,wind\n')
+    recs, rej = read_source(SourceConfig(name="a", format="audiocaps", split="train", annotations=tmp_path / "a.csv",
+                                         media_root=tmp_path))
+    assert [r.media for r in recs] == ["ytB.wav", "ytC.wav"]  # the rows after it are not swallowed
+    assert [r["reason"] for r in rej] == ["malformed_row"] and ":2:" in rej[0]["detail"]
+
+
+def test_more_bad_rows(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/09x0r,Speech\n")
+    (tmp_path / "seg.csv").write_text('abc, 30.0, 40.0, ","\n')
+    recs, rej = read_source(SourceConfig(name="s", format="audioset", split="train", annotations=tmp_path / "seg.csv",
+                                         labels=tmp_path / "labels.csv", media_root=tmp_path))
+    assert recs == [] and [r["reason"] for r in rej] == ["malformed_row"]
+    (tmp_path / "qa.json").write_text(json.dumps([{"video": "v.mp4", "question": "q?", "answer": "a"}]))
+    (tmp_path / "map.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(BuildSetupError, match="should map answers to labels"):
+        read_source(SourceConfig(name="v", format="video_qa", split="train", annotations=tmp_path / "qa.json",
+                                 answer_map=tmp_path / "map.json", media_root=tmp_path))
+    (tmp_path / "cap.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [
+        {"image_id": [1], "id": 1, "caption": "unhashable id"}, {"image_id": 1, "id": 2, "caption": "fine"}]}))
+    recs, rej = read_source(SourceConfig(name="c", format="coco_caption", split="train",
+                                         annotations=tmp_path / "cap.json", media_root=tmp_path))
+    assert [r.answers for r in recs] == [["fine"]] and [r["reason"] for r in rej] == ["malformed_row"]
+
+
+def test_llava_turns_and_repeated_ids(tmp_path: Path) -> None:
+    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    (tmp_path / "l.json").write_text(json.dumps([
+        {"id": "7", "image": "7.jpg", "conversations": conv("What colour is the bus?", "white and red")},
+        {"id": "7", "image": "7.jpg", "conversations": conv("Describe it.", "A long description.")},
+        {"id": "8", "image": "8.jpg", "conversations": [{"from": "gpt", "value": "no question"}]}]))
+    src = SourceConfig(name="l", format="llava_instruct", split="train", annotations=tmp_path / "l.json",
+                       media_root=tmp_path)
+    recs, rej = read_source(src)
+    assert [(r.question, r.answers) for r in recs] == [("What colour is the bus?", ["white and red"]),
+                                                       ("Describe it.", ["A long description."])]
+    assert [r["reason"] for r in rej] == ["malformed_row"]
+    exported = json.loads(SPECS["llava_instruct"].export(src, [row for r in recs for row in r.rows])["l.json"])
+    assert len(exported) == 2 and all("conversations" in e for e in exported)  # each conversation once
+
+
+def test_lavis_coco_and_cap3d_export_in_their_own_form(tmp_path: Path) -> None:
+    (tmp_path / "k.json").write_text(json.dumps([{"image": "val2014/a.jpg", "caption": ["one", "two"], "image_id": "a"}]))
+    src = SourceConfig(name="k", format="coco_caption", split="val", annotations=tmp_path / "k.json",
+                       media_root=tmp_path)
+    recs, _ = read_source(src)
+    assert recs[0].media == "val2014/a.jpg" and recs[0].answers == ["one", "two"]
+    out = json.loads(SPECS["coco_caption"].export(src, recs[0].rows)["k.json"])
+    assert out == [{"image": "val2014/a.jpg", "caption": ["one", "two"], "image_id": "a"}]  # LAVIS in, LAVIS out
+    (tmp_path / "c.csv").write_text("u1,a chair\n")
+    c3 = SourceConfig(name="c3", format="cap3d", split="train", annotations=tmp_path / "c.csv", media_root=tmp_path)
+    recs, _ = read_source(c3)
+    assert SPECS["cap3d"].export(c3, recs[0].rows)["c3.csv"] == b"u1,a chair\n"  # headerless, as released
+
+
+def test_symlink_out_of_the_media_root_is_a_reject(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "secret.wav"
+    root.mkdir()
+    outside.write_bytes(b"RIFF")
+    (root / "ok.wav").write_bytes(b"RIFF")
+    (root / "link.wav").symlink_to(outside)
+    (root / "a.csv").write_text("youtube_id,start_time,caption\nok,0,fine\nlink,0,escapes\n")
+    src = SourceConfig(name="a", format="audiocaps", split="train", annotations=root / "a.csv", media_root=root)
+    recs, _ = read_source(src)
+    kept, rej = hygiene.missing_media(recs, {"a": root})
+    assert [r.media for r in kept] == ["ok.wav"] and [r["reason"] for r in rej] == ["unsafe_media_path"]
+    kept, rej = hygiene.missing_media(recs, {"a": root}, follow_outside=True)
+    assert len(kept) == 2 and rej == []
 
 
 def test_bad_configs_name_the_field(recipe: dict, tmp_path: Path) -> None:
@@ -149,6 +220,10 @@ def test_bad_configs_name_the_field(recipe: dict, tmp_path: Path) -> None:
                                                       else s for s in cfg["stages"]]})
     with pytest.raises(BuildSetupError, match=r"stages\[2\].mixture: 'clotho' is audio test"):
         check_stages(bad)
+    partial = MclConfig.model_validate({**cfg, "stages": [{**s, "mixture": {"audiocaps": 1.0}}
+                                                          if s["modality"] == "audio" else s for s in cfg["stages"]]})
+    with pytest.raises(BuildSetupError, match=r"no ratio for the audio training source\(s\) \['audiocaps_qa'\]"):
+        check_stages(partial)
     gone = MclConfig.model_validate({**cfg, "sources": [{**cfg["sources"][0], "annotations": str(tmp_path / "no.json")}]})
     with pytest.raises(BuildSetupError, match=r"sources\[0\] \(coco_caption\).annotations: file not found"):
         check_files(gone)

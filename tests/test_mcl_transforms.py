@@ -173,3 +173,12 @@ def test_modelnet_text_points() -> None:
     with pytest.raises(pointcloud.PointCloudError) as err:
         pointcloud.prepare(npz(bad))
     assert err.value.reason == "points_nonfinite"
+
+
+def test_point_cloud_unreadable_files_are_reasons() -> None:
+    good = npz(np.zeros((10, 3)))
+    for data in (good[: len(good) // 2], (lambda b: (np.save(b, np.zeros((10, 3))), b.getvalue())[1])(io.BytesIO()),
+                 b"PK\x03\x04 garbage"):
+        with pytest.raises(pointcloud.PointCloudError) as err:
+            pointcloud.prepare(data)
+        assert err.value.reason == "points_unreadable"

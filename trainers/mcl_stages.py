@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.stream import Mixture, ResumableLoader, Sample, ShardStream, decode_sample
+from trainers.stream import CorruptSample, Mixture, ResumableLoader, Sample, ShardStream, decode_sample
 
 MANIFEST = Path("mcl_export") / "stages.json"
 FORMAT = "fusionweave.mcl-stages/1"
@@ -49,12 +49,18 @@ def decode_mcl(raw: Sample) -> Sample:
     depth = raw.get("depth.png")
     rest = {k: v for k, v in raw.items() if not FRAME.match(k) and k != "depth.png"}
     out = decode_sample(rest)
-    if frames:
-        arrs = [np.asarray(Image.open(io.BytesIO(raw[k])).convert("RGB")) for _, k in frames]
-        out["frames"] = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
-    if depth is not None:
-        with Image.open(io.BytesIO(depth)) as im:
-            out["depth"] = torch.from_numpy(np.asarray(im, dtype=np.int32))
+    try:
+        if frames:
+            arrs = []
+            for _, k in frames:
+                with Image.open(io.BytesIO(raw[k])) as im:
+                    arrs.append(np.asarray(im.convert("RGB")))
+            out["frames"] = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+        if depth is not None:
+            with Image.open(io.BytesIO(depth)) as im:
+                out["depth"] = torch.from_numpy(np.asarray(im, dtype=np.int32))
+    except Exception as err:  # noqa: BLE001 - the sample's failure, counted and skipped by the stream
+        raise CorruptSample(f"{raw['__key__']}: frames or depth: {type(err).__name__}: {err}") from None
     return out
 
 

@@ -79,6 +79,8 @@ class MclConfig(Strict):
     duplicates: Literal["content", "path"] = Field(
         "content", description="what makes two media files one item when checking train/eval overlap: "
                                "their sha256 (copies under other names are caught) or their real path")
+    follow_symlinks_outside_root: bool = Field(False, description="media reached through a symlink that leaves "
+                                                                   "its media root is a reject unless this is on")
     trust_remote_code: bool = False
     sources: list[SourceConfig] = Field(min_length=1)
     video: VideoConfig = VideoConfig()

@@ -2,12 +2,14 @@
 image; the sample pairs the original RGB bytes with a 16-bit `depth.png` under the same key."""
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from experts.base import Batch, Stage
 from experts.depth import PNG, DepthExpert
@@ -22,6 +24,7 @@ from transforms.mcl.record import Record
 from transforms.step import StepStats
 
 READ_ERROR, READ_DETAIL, RECORD = "_read_error", "_read_detail", "_record"
+ORIENTATION = 0x0112  # EXIF
 
 
 def make_expert(cfg: MclConfig) -> DepthExpert:
@@ -40,7 +43,20 @@ def objects(values: list[Any]) -> np.ndarray:
     return arr
 
 
-def reader(batch_size: int) -> Any:
+def upright(data: bytes, quality: int) -> tuple[bytes, tuple[int, int]]:
+    """The RGB as the depth model sees it: an EXIF-rotated image is stored upright (re-encoded),
+    so the depth map and the pixels it belongs to share one orientation and size."""
+    size = check_image(data)
+    with Image.open(io.BytesIO(data)) as im:
+        if im.getexif().get(ORIENTATION, 1) in (1, None):
+            return data, size
+        up = ImageOps.exif_transpose(im).convert("RGB")
+        buf = io.BytesIO()
+        up.save(buf, "JPEG", quality=quality)
+        return buf.getvalue(), up.size
+
+
+def reader(batch_size: int, quality: int = 95) -> Any:
     def read(part: dict[str, Any]) -> Iterator[Batch]:
         items = part["records"]
         for c, start in enumerate(range(0, len(items), batch_size)):
@@ -48,8 +64,7 @@ def reader(batch_size: int) -> Any:
             images, widths, heights, errors, details = [], [], [], [], []
             for it in rows:
                 try:
-                    data = Path(it["path"]).read_bytes()
-                    w, h = check_image(data)
+                    data, (w, h) = upright(Path(it["path"]).read_bytes(), quality)
                     err, detail = "", ""
                 except OSError as e:
                     data, w, h, err, detail = b"", 1, 1, "media_unreadable", f"{type(e).__name__}: {e}"

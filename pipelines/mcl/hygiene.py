@@ -19,14 +19,21 @@ def reject(rec: Record, step: str, reason: str, detail: str) -> dict[str, Any]:
             "modality": rec.modality, "split": rec.split}
 
 
-def missing_media(records: list[Record], roots: dict[str, Path]) -> tuple[list[Record], list[dict[str, Any]]]:
+def missing_media(records: list[Record], roots: dict[str, Path],
+                  follow_outside: bool = False) -> tuple[list[Record], list[dict[str, Any]]]:
+    """Absent files are `missing_media`; a path that a symlink leads out of its media root is
+    `unsafe_media_path` unless `follow_outside` (dataset archives can carry symlinks)."""
     kept, rejects = [], []
+    real_roots = {s: os.path.realpath(p) for s, p in roots.items()}
     for r in records:
         path = roots[r.source] / r.media
-        if path.is_file():
-            kept.append(r)
-        else:
+        if not path.is_file():
             rejects.append({**reject(r, "media", "missing_media", str(path)), "path": str(path)})
+        elif not follow_outside and os.path.commonpath([real_roots[r.source], os.path.realpath(path)]) \
+                != real_roots[r.source]:
+            rejects.append(reject(r, "media", "unsafe_media_path", f"{path} leads outside {roots[r.source]}"))
+        else:
+            kept.append(r)
     return kept, rejects
 
 
@@ -43,13 +50,18 @@ def needs_identity(records: list[Record]) -> list[Record]:
 
 
 def sha256_files(paths: list[str]) -> dict[str, str]:
+    """Content digests; a file that cannot be read keeps its path as identity (reading it for
+    preprocessing then makes it a `media_unreadable` reject)."""
     out = {}
     for p in paths:
         h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out[p] = h.hexdigest()
+        try:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[p] = h.hexdigest()
+        except OSError:
+            out[p] = f"unreadable:{p}"
     return out
 
 

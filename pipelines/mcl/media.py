@@ -86,7 +86,8 @@ def audio_members(rec: Record, data: bytes, cfg: MclConfig) -> tuple[dict[str, A
         import soundfile as sf
 
         buf = io.BytesIO()
-        sf.write(buf, wav, audio_fbank.RATE, format="FLAC", subtype="PCM_16")
+        # resampling overshoots full-scale audio; libsndfile would wrap it around, not clip it
+        sf.write(buf, np.clip(wav, -1.0, 32767 / 32768), audio_fbank.RATE, format="FLAC", subtype="PCM_16")
         members["flac"] = buf.getvalue()
     return members, {"seconds": round(len(wav) / audio_fbank.RATE, 3), "chunks": int(feats.shape[0])}
 

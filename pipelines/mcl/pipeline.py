@@ -68,6 +68,12 @@ def check_stages(cfg: MclConfig) -> None:
                                       f"{src.split}, not {st.modality} train")
             if ratio <= 0:
                 raise BuildSetupError(f"mcl.stages[{i}].mixture.{name}: ratios must be positive, got {ratio}")
+        if st.mixture:
+            left = sorted(s.name for s in cfg.sources if SPECS[s.format].modality == st.modality
+                          and s.split == "train" and s.name not in st.mixture)
+            if left:
+                raise BuildSetupError(f"mcl.stages[{i}].mixture: no ratio for the {st.modality} training source(s) "
+                                      f"{left} (drop a source from mcl.sources to leave it out)")
     staged = {st.modality for st in cfg.stages}
     unstaged = sorted({SPECS[s.format].modality for s in cfg.sources} - staged)
     if unstaged:
@@ -99,7 +105,7 @@ def plan(cfg: MclConfig) -> Plan:
         modality = SPECS[s.format].modality
         rejects += [{**r, "modality": modality, "split": s.split} for r in rej]
     stats = {"parse": StepStats(len(records) + len(rejects), len(records), Counter(r["reason"] for r in rejects))}
-    records, rej = hygiene.missing_media(records, roots)
+    records, rej = hygiene.missing_media(records, roots, cfg.follow_symlinks_outside_root)
     stats["media"] = StepStats(len(records) + len(rej), len(records), Counter(r["reason"] for r in rej))
     return Plan(records, rejects + rej, stats, roots)
 
@@ -162,7 +168,7 @@ def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dic
     if depth:
         expert = depth_parts.make_expert(cfg)
         model_info = expert.info()
-        entries.update(run_model_parts(engine, folder, depth, depth_parts.reader(cfg.depth.batch_size),
+        entries.update(run_model_parts(engine, folder, depth, depth_parts.reader(cfg.depth.batch_size, cfg.depth.jpeg_quality),
                                        depth_parts.chain(expert), depth_parts.finisher(folder, cfg, model_info),
                                        read_cpus=cfg.read_cpus, desc=f"{STAGE} depth"))
     entries[PLAN_PART] = folder.entries()[PLAN_PART]

@@ -52,11 +52,14 @@ def wav(seconds: float, freq: float, rate: int = 16_000) -> bytes:
     return buf.getvalue()
 
 
-def jpg(seed: int, w: int = 64, h: int = 48) -> bytes:
+def jpg(seed: int, w: int = 64, h: int = 48, orientation: int = 1) -> bytes:
     rng = np.random.default_rng(seed)
     arr = (np.linspace(0, 255, w)[None, :, None] * rng.random(3)[None, None, :] + rng.integers(0, 40, (h, w, 3)))
     buf = io.BytesIO()
-    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation  # e.g. 6: shown rotated 90 degrees, as phone photos are
+    Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90, exif=exif)
     return buf.getvalue()
 
 
@@ -170,7 +173,7 @@ def audio_data(root: Path) -> list[dict[str, Any]]:
 def depth_data(root: Path) -> list[dict[str, Any]]:
     d = root / "depth"
     for i in range(4):
-        _write(d / "llava" / f"{i:012d}.jpg", jpg(200 + i, 80, 60))
+        _write(d / "llava" / f"{i:012d}.jpg", jpg(200 + i, 80, 60, orientation=6 if i == 3 else 1))
     for i in range(3):
         _write(d / "nyu" / f"scene{i}.jpg", jpg(300 + i, 64, 48))
     conv = [{"id": f"{i:012d}", "image": f"{i:012d}.jpg", "conversations": [

@@ -18,12 +18,14 @@ class PointCloudError(ValueError):
 def load_npz(data: bytes, key: str = "arr_0") -> np.ndarray:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise PointCloudError(f"not an npz archive (a {type(z).__name__})")
             if key not in z:
                 raise PointCloudError(f"npz has no {key!r} (keys: {sorted(z.files)})")
             pts = np.asarray(z[key])
-    except (ValueError, OSError, EOFError) as err:
-        if isinstance(err, PointCloudError):
-            raise
+    except PointCloudError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip, zlib, format errors: this file's reject
         raise PointCloudError(f"unreadable npz: {type(err).__name__}: {err}") from None
     return check(pts)
 

@@ -50,7 +50,7 @@ def _count(data: bytes) -> tuple[int, float]:
     """Frames and seconds from the container; packets are counted when the header has no count."""
     import av
 
-    with av.open(io.BytesIO(data)) as c:
+    with av.open(io.BytesIO(data), metadata_errors="ignore") as c:
         s = c.streams.video[0]
         n = s.frames or sum(1 for p in c.demux(s) if p.size)
         if s.duration is not None and s.time_base is not None:
@@ -65,7 +65,7 @@ def _decode(data: bytes, idx: list[int], size: int) -> tuple[dict[int, np.ndarra
     import av
 
     wanted, got, count = set(idx), {}, 0
-    with av.open(io.BytesIO(data)) as c:
+    with av.open(io.BytesIO(data), metadata_errors="ignore") as c:
         for i, f in enumerate(c.decode(c.streams.video[0])):
             count = i + 1
             if i in wanted:
@@ -76,8 +76,6 @@ def _decode(data: bytes, idx: list[int], size: int) -> tuple[dict[int, np.ndarra
 
 
 def clip(data: bytes, train: bool, seed: int, size: int = SIZE, frames: int = FRAMES) -> Clip:
-    import av
-
     def pick(n: int) -> list[int]:
         return train_indices(n, random.Random(seed), frames) if train else eval_indices(n, frames)
 
@@ -89,7 +87,9 @@ def clip(data: bytes, train: bool, seed: int, size: int = SIZE, frames: int = FR
             n = count
             idx = pick(n)
             got, count = _decode(data, idx, size)
-    except (av.error.FFmpegError, IndexError) as err:
+    except VideoError:
+        raise
+    except Exception as err:  # noqa: BLE001 - FFmpeg, container and stream errors: this video's reject
         raise VideoError(f"undecodable video: {type(err).__name__}: {err}") from None
     if len(got) < len(set(idx)):
         raise VideoError(f"only {count} frames decode", "video_empty")

@@ -20,11 +20,12 @@ def csv_source(required: tuple[str, ...], comment: str | None = None, columns: t
     return rows
 
 
-def csv_export(columns: tuple[str, ...]) -> Any:
+def csv_export(columns: tuple[str, ...], header: bool = True) -> Any:
     def export(src: Any, rows: list[Row]) -> dict[str, bytes]:
-        # the original header's order (rows come back from JSON with sorted keys), extras after
-        cols = [*columns, *sorted({k for r in rows for k in r} - set(columns))]
-        return {f"{src.name}.csv": to_csv(rows, cols)}
+        # the original header's order (rows come back from JSON with sorted keys), extras after;
+        # headerless files (Cap3D) keep exactly their columns
+        cols = [*columns, *sorted({k for r in rows for k in r} - set(columns))] if header else list(columns)
+        return {f"{src.name}.csv": to_csv(rows, cols, header)}
     return export
 
 
@@ -48,6 +49,9 @@ def audioset_rows(src: Any) -> Iterator[Row | Bad]:
             yield r
             continue
         mids = [m.strip() for m in r["positive_labels"].split(",") if m.strip()]
+        if not mids:
+            yield Bad(f"{src.annotations}:{r['YTID']}", "malformed_row", "no labels")
+            continue
         unknown = [m for m in mids if m not in names]
         if unknown:
             yield Bad(f"{src.annotations}:{r['YTID']}", "unknown_class", f"labels {unknown} not in {src.labels}")

@@ -4,6 +4,7 @@ and scene-classification labels for NYU-Depth-v2 (10 classes) and SUN-RGBD (19 c
 `image, scene` CSV with the class names."""
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 from pipelines.mcl.sources.audio import csv_export, csv_source
@@ -31,12 +32,36 @@ def llava_rows(src: Any) -> Iterator[Row | Bad]:
     yield from json_entries(as_list(data, src.annotations, src.name), src.annotations, ("image",))
 
 
+def llava_turns(src: Any) -> Iterator[Row | Bad]:
+    """One row per (question, answer) turn: every turn of a conversation becomes its own QA record
+    (LLaVA-Instruct repeats image ids across its subsets, so the turn's text is in the identity)."""
+    for i, e in enumerate(llava_rows(src)):
+        if isinstance(e, Bad):
+            yield e
+            continue
+        try:
+            pairs = turns(e)
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            yield Bad(f"{src.annotations}[{i}]", "malformed_row", f"conversation: {type(err).__name__}: {err}")
+            continue
+        for k, (q, a) in enumerate(pairs):
+            yield {"entry": e, "turn": k, "question": q, "answer": a}
+
+
 def caption(r: Row) -> list[str]:
     return [r["caption"]] if "caption" in r else [turns(r)[0][1]]
 
 
 def llava_export(src: Any, rows: list[Row]) -> dict[str, bytes]:
-    return {f"{src.name}.json": to_json(rows)}
+    """The conversations as read, each once (a conversation's turns are separate records)."""
+    seen, out = set(), []
+    for r in rows:
+        e = r.get("entry", r)
+        ident = json.dumps(e, sort_keys=True)
+        if ident not in seen:
+            seen.add(ident)
+            out.append(e)
+    return {f"{src.name}.json": to_json(out)}
 
 
 def scene_classes(src: Any) -> list[str]:
@@ -48,8 +73,9 @@ def scene_classes(src: Any) -> list[str]:
 SPECS = {
     "cc3m": Spec("depth", "caption", llava_rows, "{image}", caption, llava_export,
                  identity=lambda r: str(r.get("id", ""))),
-    "llava_instruct": Spec("depth", "qa", llava_rows, "{image}", lambda r: [turns(r)[0][1]], llava_export,
-                           question=lambda r: turns(r)[0][0], identity=lambda r: str(r.get("id", ""))),
+    "llava_instruct": Spec("depth", "qa", llava_turns, "{image}", lambda r: [r["answer"]], llava_export,
+                           question=lambda r: r["question"], fields=lambda r: r["entry"],
+                           identity=lambda r: f"{r['entry'].get('id', '')}|{r['turn']}|{r['question']}"),
     "scene_labels": Spec("depth", "cls", csv_source(("image", "scene")), "{image}", lambda r: [r["scene"]],
                          csv_export(("image", "scene")), classes=scene_classes),
 }

@@ -12,24 +12,36 @@ from pipelines.mcl.sources.tables import Bad, Row, as_list, json_entries, load_j
 def coco_rows(src: Any) -> Iterator[Row | Bad]:
     data = load_json(src.annotations, f"{src.name}.annotations")
     if isinstance(data, dict) and "annotations" in data:  # official: images + annotations
-        files = {im.get("id"): im.get("file_name") for im in data.get("images", []) if isinstance(im, dict)}
+        files = {str(im.get("id")): im.get("file_name") for im in data.get("images", []) if isinstance(im, dict)}
         for e in json_entries(as_list(data, src.annotations, src.name, "annotations"), src.annotations,
                               ("image_id", "caption")):
-            if isinstance(e, dict) and files.get(e["image_id"]) is None:
-                yield Bad(f"{src.annotations}:image_id={e['image_id']}", "malformed_row", "image_id not in images")
+            if isinstance(e, dict) and files.get(str(e["image_id"])) is None:
+                yield Bad(f"{src.annotations}:image_id={e['image_id']!r}", "malformed_row", "image_id not in images")
                 continue
-            yield {**e, "file_name": files[e["image_id"]]} if isinstance(e, dict) else e
-    else:  # LAVIS: [{image, caption (a list in eval files), image_id}]
-        yield from ({**e, "file_name": e["image"]} if isinstance(e, dict) else e
-                    for e in json_entries(as_list(data, src.annotations, src.name), src.annotations,
-                                          ("image", "caption")))
+            yield {**e, "file_name": files[str(e["image_id"])]} if isinstance(e, dict) else e
+    else:  # LAVIS: [{image, caption (a list in eval files), image_id}], exported in the same form
+        yield from json_entries(as_list(data, src.annotations, src.name), src.annotations, ("image", "caption"))
+
+
+def coco_fields(r: Row) -> Row:
+    return {**r, "file_name": r.get("file_name", r.get("image"))}
 
 
 def coco_export(src: Any, rows: list[Row]) -> dict[str, bytes]:
-    """The official captions format (also what pycocoevalcap reads as ground truth)."""
-    images = {r["file_name"]: r.get("image_id", r["file_name"]) for r in rows}
-    anns = [{"image_id": r.get("image_id", r["file_name"]), "id": r.get("id", i), "caption": c}
-            for i, r in enumerate(rows) for c in texts(r["caption"])]
+    """In the form it was read: LAVIS's list, or the official captions format (also what
+    pycocoevalcap reads as ground truth) with unique annotation ids."""
+    if rows and "file_name" not in rows[0]:
+        return {f"{src.name}.json": to_json(rows)}
+    images = {r["file_name"]: r["image_id"] for r in rows}
+    anns, ids = [], set()
+    spare = max((r["id"] for r in rows if isinstance(r.get("id"), int)), default=-1) + 1
+    for r in rows:
+        for c in texts(r["caption"]):
+            ann_id = r.get("id")
+            if ann_id is None or ann_id in ids:
+                ann_id, spare = spare, spare + 1
+            ids.add(ann_id)
+            anns.append({"image_id": r["image_id"], "id": ann_id, "caption": c})
     return {f"{src.name}.json": to_json({"images": [{"id": v, "file_name": k} for k, v in images.items()],
                                          "annotations": anns, "type": "captions"})}
 
@@ -38,16 +50,16 @@ def vqa_rows(src: Any) -> Iterator[Row | Bad]:
     qdata = load_json(src.questions, f"{src.name}.questions")
     adata = load_json(src.annotations, f"{src.name}.annotations")
     subtype = qdata.get("data_subtype", "") if isinstance(qdata, dict) else ""
-    answers = {a["question_id"]: a for a in as_list(adata, src.annotations, src.name, "annotations")
+    answers = {str(a["question_id"]): a for a in as_list(adata, src.annotations, src.name, "annotations")
                if isinstance(a, dict) and "question_id" in a}
     for q in json_entries(as_list(qdata, src.questions, src.name, "questions"), src.questions,
                           ("question_id", "image_id", "question")):
         if isinstance(q, Bad):
             yield q
-        elif q["question_id"] not in answers:
-            yield Bad(f"{src.questions}:question_id={q['question_id']}", "malformed_row", "no annotation")
+        elif str(q["question_id"]) not in answers:
+            yield Bad(f"{src.questions}:question_id={q['question_id']!r}", "malformed_row", "no annotation")
         else:
-            yield {"q": q, "a": answers[q["question_id"]], "data_subtype": subtype}
+            yield {"q": q, "a": answers[str(q["question_id"])], "data_subtype": subtype}
 
 
 def vqa_export(src: Any, rows: list[Row]) -> dict[str, bytes]:
@@ -70,7 +82,8 @@ def gqa_export(src: Any, rows: list[Row]) -> dict[str, bytes]:
 
 
 SPECS = {
-    "coco_caption": Spec("image", "caption", coco_rows, "{file_name}", lambda r: texts(r["caption"]), coco_export),
+    "coco_caption": Spec("image", "caption", coco_rows, "{file_name}", lambda r: texts(r["caption"]), coco_export,
+                         fields=coco_fields),
     "vqa": Spec("image", "qa", vqa_rows, "COCO_{data_subtype}_{image_id:012d}.jpg",
                 lambda r: [str(a["answer"]) for a in r["a"]["answers"]], vqa_export,
                 question=lambda r: r["q"]["question"], identity=lambda r: str(r["q"]["question_id"]),

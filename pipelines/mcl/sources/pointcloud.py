@@ -38,9 +38,9 @@ def modelnet_export(src: Any, rows: list[Row]) -> dict[str, bytes]:
 
 SPECS = {
     "cap3d": Spec("pointcloud", "caption", headerless(CAP3D), "{sample_id}_8192.npz", lambda r: [r["caption"]],
-                  csv_export(CAP3D)),
+                  csv_export(CAP3D, header=False)),
     "cap3d_qa": Spec("pointcloud", "qa", headerless(CAP3D_QA), "{sample_id}_8192.npz", lambda r: [r["answer"]],
-                     csv_export(CAP3D_QA), question=lambda r: r["question"], identity=lambda r: r["question"]),
+                     csv_export(CAP3D_QA, header=False), question=lambda r: r["question"], identity=lambda r: r["question"]),
     "modelnet40": Spec("pointcloud", "cls", modelnet_rows, "{name}_8192.npz", lambda r: [r["shape"]],
                        modelnet_export, classes=scene_classes),
 }

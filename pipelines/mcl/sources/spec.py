@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from typing import Any, Callable, Iterator
 
 from pipelines.config_base import Strict
+from pipelines.errors import BuildSetupError
 from pipelines.mcl.sources.tables import Bad, Row, load_json
 from transforms.keys import key_for
 from transforms.mcl.record import Record
@@ -58,6 +59,8 @@ def build_records(src: Any, spec: Spec) -> tuple[list[Record], list[dict[str, An
     pattern = src.media_pattern or spec.media
     classes = spec.classes(src) if spec.classes else None
     answer_map = load_json(src.answer_map, f"{src.name}.answer_map") if src.answer_map else None
+    if answer_map is not None and not isinstance(answer_map, dict):
+        raise BuildSetupError(f"{src.name}.answer_map: {src.answer_map} should map answers to labels")
     records: dict[tuple[str, str], Record] = {}
     rejects: list[dict[str, Any]] = []
     for i, item in enumerate(spec.rows(src)):

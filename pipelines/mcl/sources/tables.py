@@ -42,21 +42,28 @@ def read_text(path: Path, what: str) -> str:
         raise BuildSetupError(f"{what}: {path} is not UTF-8 text: {err}") from None
 
 
+def parse_line(line: str) -> list[str]:
+    """One physical line as CSV fields (the annotation CSVs have no multi-line fields, so an
+    unbalanced quote stays this line's problem instead of swallowing the rows after it)."""
+    return next(csv.reader([line], skipinitialspace=True, strict=True))
+
+
 def csv_rows(path: Path, what: str, required: tuple[str, ...], columns: tuple[str, ...] | None = None,
              comment: str | None = None) -> Iterator[Row | Bad]:
     """Rows of a CSV as dicts. With `columns` the file may have no header (Cap3D ships none); a
-    first row equal to `columns` is taken as the header. A row with the wrong number of fields
-    or an empty required field is a Bad row."""
-    text = read_text(path, what)
-    if comment:  # blanked, not dropped, so line numbers stay true
-        text = "\n".join("" if ln.lstrip().startswith(comment) else ln for ln in text.split("\n"))
-    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
-    first = True
+    first row equal to `columns` is taken as the header. A row that does not parse, has the wrong
+    number of fields or an empty required field is a Bad row."""
     header: list[str] | None = list(columns) if columns else None
-    for row in reader:
-        if not row:
+    first = True
+    for i, line in enumerate(read_text(path, what).splitlines(), 1):
+        if not line.strip() or (comment and line.lstrip().startswith(comment)):
             continue
-        i = reader.line_num
+        try:
+            row = parse_line(line)
+        except csv.Error as err:
+            yield Bad(f"{path}:{i}", "malformed_row", f"not CSV: {err}")
+            first = False
+            continue
         is_first, first = first, False
         if header is None or (columns and is_first and [c.strip() for c in row] == list(columns)):
             header = [c.strip() for c in row]
@@ -102,10 +109,11 @@ def texts(v: Any) -> list[str]:
     return [str(x) for x in vals]
 
 
-def to_csv(rows: list[Row], columns: list[str]) -> bytes:
+def to_csv(rows: list[Row], columns: list[str], header: bool = True) -> bytes:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
+    if header:
+        w.writeheader()
     w.writerows(rows)
     return buf.getvalue().encode("utf-8")
 
