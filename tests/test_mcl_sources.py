@@ -250,3 +250,19 @@ def test_exports_read_back_as_the_original_format(recipe: dict, tmp_path: Path) 
         again, rej = read_source(back)
         assert rej == [] and [(r.key, r.answers, r.question, r.label) for r in again] == \
             [(r.key, r.answers, r.question, r.label) for r in recs], name
+
+
+def test_image_media_checks_reuse_validation() -> None:
+    from pipelines.mcl.media import MediaError, valid_image
+    from pipelines.mcl.sample_data import jpg
+
+    with pytest.raises(MediaError) as err:
+        valid_image(b"\xff\xd8\xff truncated", "original")
+    assert err.value.reason == "image_decode_error"
+    with pytest.raises(MediaError) as err:
+        valid_image(b"not an image", "original")
+    assert err.value.reason == "image_not_an_image"
+    data = jpg(0, 80, 60)
+    assert valid_image(data, "original") == (data, "jpg", 80, 60)  # original bytes kept
+    _, ext, w, h = valid_image(jpg(0, 80, 60, orientation=6), "jpg")
+    assert (ext, w, h) == ("jpg", 60, 80)  # EXIF-rotated: stored upright

@@ -2,29 +2,26 @@
 image; the sample pairs the original RGB bytes with a 16-bit `depth.png` under the same key."""
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from experts.base import Batch, Stage
 from experts.depth import PNG, DepthExpert
 from experts.expert import result_column
 from pipelines.build_folder import StageFolder
 from pipelines.mcl.config import MclConfig
-from pipelines.mcl.media import MediaError, check_image, image_ext, preprocessing
+from pipelines.mcl.media import MediaError, preprocessing, valid_image
 from pipelines.mcl.parts import MediaStats
 from pipelines.mcl.write import finish_part, reject
 from pipelines.model_parts import chunk_columns
 from transforms.mcl.record import Record
 from transforms.step import StepStats
 
-READ_ERROR, READ_DETAIL, RECORD = "_read_error", "_read_detail", "_record"
-ORIENTATION = 0x0112  # EXIF
+READ_ERROR, READ_DETAIL, RECORD, EXT = "_read_error", "_read_detail", "_record", "_ext"
 
 
 def make_expert(cfg: MclConfig) -> DepthExpert:
@@ -36,48 +33,29 @@ def chain(expert: DepthExpert) -> list[Stage]:
     return [expert.prepare, expert, expert.postprocess]
 
 
-def objects(values: list[Any]) -> np.ndarray:
-    arr = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        arr[i] = v
-    return arr
-
-
-def upright(data: bytes, quality: int) -> tuple[bytes, tuple[int, int]]:
-    """The RGB as the depth model sees it: an EXIF-rotated image is stored upright (re-encoded),
-    so the depth map and the pixels it belongs to share one orientation and size."""
-    size = check_image(data)
-    with Image.open(io.BytesIO(data)) as im:
-        if im.getexif().get(ORIENTATION, 1) in (1, None):
-            return data, size
-        up = ImageOps.exif_transpose(im).convert("RGB")
-        buf = io.BytesIO()
-        up.save(buf, "JPEG", quality=quality)
-        return buf.getvalue(), up.size
-
-
 def reader(batch_size: int, quality: int = 95) -> Any:
     def read(part: dict[str, Any]) -> Iterator[Batch]:
         items = part["records"]
         for c, start in enumerate(range(0, len(items), batch_size)):
             rows = items[start:start + batch_size]
-            images, widths, heights, errors, details = [], [], [], [], []
+            images, exts, widths, heights, errors, details = [], [], [], [], [], []
             for it in rows:
-                try:
-                    data, (w, h) = upright(Path(it["path"]).read_bytes(), quality)
+                try:  # upright, as the depth model sees it, so the map and its pixels share one frame
+                    data, ext, w, h = valid_image(Path(it["path"]).read_bytes(), "jpg", quality)
                     err, detail = "", ""
                 except OSError as e:
-                    data, w, h, err, detail = b"", 1, 1, "media_unreadable", f"{type(e).__name__}: {e}"
+                    data, ext, w, h, err, detail = b"", "", 1, 1, "media_unreadable", f"{type(e).__name__}: {e}"
                 except MediaError as e:
-                    data, w, h, err, detail = b"", 1, 1, e.reason, str(e)
+                    data, ext, w, h, err, detail = b"", "", 1, 1, e.reason, str(e)
                 images.append(data)
+                exts.append(ext)
                 widths.append(w)
                 heights.append(h)
                 errors.append(err)
                 details.append(detail)
             last = len(items) if start + batch_size >= len(items) else None
             yield {"key": np.array([it["record"]["key"] for it in rows], dtype=object),
-                   "image": objects(images), "width": np.array(widths),
+                   "image": np.array(images, dtype=object), EXT: np.array(exts, dtype=object), "width": np.array(widths),
                    "height": np.array(heights), READ_ERROR: np.array(errors, dtype=object),
                    READ_DETAIL: np.array(details, dtype=object),
                    RECORD: np.array([json.dumps(it["record"]) for it in rows], dtype=object),
@@ -109,7 +87,7 @@ def finisher(folder: StageFolder, cfg: MclConfig, model_info: dict[str, Any]) ->
             w, h = int(batch["width"][i]), int(batch["height"][i])
             media.add({"width": w, "height": h})
             kept.append(rec)
-            samples.append({"__key__": rec.key, image_ext(rec.media): batch["image"][i],
+            samples.append({"__key__": rec.key, batch[EXT][i]: batch["image"][i],
                             "depth.png": batch[PNG][i], **rec.members({"width": w, "height": h})})
         stats["depth"].seconds += time.perf_counter() - t0
         return finish_part(folder, part, samples, kept, rejects, stats, media,

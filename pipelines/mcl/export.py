@@ -1,6 +1,7 @@
 """The mcl_export stage: the kept records written back in each source's original format (the
 files the original loaders read: LAVIS JSON, AudioCaps/Clotho/Cap3D CSV, ...), COCO-format
-caption ground truth for every caption eval set, and the continual-stage manifest."""
+caption ground truth for every caption eval set, and the continual-stage manifest. It reads the
+records the mcl stage kept beside each shard (`_records/*.jsonl`), never the media again."""
 from __future__ import annotations
 
 import json
@@ -11,32 +12,18 @@ from typing import Any
 
 from pipelines.atomic import write_bytes_atomic
 from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine
 from pipelines.mcl.config import MclConfig
 from pipelines.mcl.sources import SPECS
 from pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
-from pipelines.partitioned import run_parts
-from pipelines.shard_source import Sample, iter_shard
 from transforms.step import StepStats, stats_to_json
 
 STAGE = "mcl_export"
 
 
-def read_records(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    recs = []
-    for s in iter_shard(part["input"]):
-        if not isinstance(s, Sample):
-            raise RuntimeError(f"{STAGE}: {part['input']} is damaged: {s}")  # our own shard, verified
-        rec = json.loads(s.members["json"])
-        rec["rows"] = [json.loads(ln) for ln in s.members["src.jsonl"].decode("utf-8").splitlines()]
-        rec["shard"] = part["shard"]
-        recs.append(rec)
-    out = folder.work / f"part-{part['part'].replace('/', '-')}.json"
-    write_bytes_atomic(out, json.dumps(recs).encode())
-    n = len(recs)
-    return {"part": part["part"], "inputs": [part["input"]], "rows_in": n, "rejected": 0, "shard": None,
-            "count": n, "result": str(out), "stats": stats_to_json({"export": StepStats(n, n, seconds=time.perf_counter() - t0)})}
+def read_records(stage_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A part's kept records, from the small file the mcl stage wrote beside its shard."""
+    lines = (stage_dir / entry["records"]).read_text(encoding="utf-8").splitlines()
+    return [{**json.loads(ln), "shard": entry["shard"]} for ln in lines]
 
 
 def coco_ground_truth(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -71,20 +58,25 @@ def write_exports(folder: StageFolder, cfg: MclConfig, records: list[dict[str, A
     return written
 
 
-def run(cfg: MclConfig, out: Path, engine: Engine, source_stage: str) -> dict[str, Any]:
+def run(cfg: MclConfig, out: Path, source_stage: str) -> dict[str, Any]:
     folder = StageFolder(out, STAGE)
     if folder.is_complete():
         return folder.stats()
     t0 = time.perf_counter()
-    src_folder = StageFolder(out, source_stage)
-    parts = [{"part": p, "shard": e["shard"], "input": str(src_folder.dir / e["shard"])}
-             for p, e in sorted(src_folder.entries().items()) if e.get("shard")]
-    entries = run_parts(engine, folder, parts, lambda p: read_records(folder, p), num_cpus=cfg.read_cpus, desc=STAGE)
-    records = [r for p in sorted(entries) for r in json.loads(Path(entries[p]["result"]).read_text())]
+    folder.prepare()
+    src = StageFolder(out, source_stage)
+    entries, records = [], []
+    for p, e in sorted(src.entries().items()):
+        if not e.get("shard"):
+            continue
+        t1 = time.perf_counter()
+        recs = read_records(src.dir, e)
+        records += recs
+        n = len(recs)
+        entries.append({"part": p, "inputs": [e["records"]], "rows_in": n, "rejected": 0, "shard": None, "count": n,
+                        "stats": stats_to_json({"export": StepStats(n, n, seconds=time.perf_counter() - t1)})})
     files = write_exports(folder, cfg, records)
     manifest = stage_manifest(cfg, records, f"{source_stage}/", f"{STAGE}/")
     write_bytes_atomic(folder.dir / STAGES_FILE, json.dumps(manifest, indent=1).encode())
-    for e in entries.values():
-        e.pop("result", None)
-    return folder.finish(entries.values(), None, time.perf_counter() - t0,
+    return folder.finish(entries, None, time.perf_counter() - t0,
                          info={"files": [*files, STAGES_FILE], "reads": source_stage})

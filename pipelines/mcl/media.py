@@ -10,11 +10,9 @@ import numpy as np
 from PIL import Image
 
 from pipelines.mcl.config import MclConfig
+from transforms.image_validate import ImageLimits, validate_image
 from transforms.mcl import audio_fbank, pointcloud, video_frames
 from transforms.mcl.record import Record
-
-MAX_PIXELS = 89_478_485  # PIL's own bomb limit, as an explicit error
-
 
 class MediaError(ValueError):
     def __init__(self, reason: str, detail: str):
@@ -39,27 +37,18 @@ def jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def image_ext(media: str) -> str:
-    ext = Path(media).suffix.lower().lstrip(".") or "jpg"
-    return "jpg" if ext == "jpeg" else ext
-
-
-def check_image(data: bytes) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise MediaError("image_too_large", f"{im.width}x{im.height} pixels")
-            im.load()
-            return im.width, im.height
-    except MediaError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any decoder failure is this image's reject
-        raise MediaError("image_undecodable", f"{type(err).__name__}: {err}") from None
+def valid_image(data: bytes, output_format: str, jpeg_quality: int = 95) -> tuple[bytes, str, int, int]:
+    """The curate stage's checks (size and pixel caps before decoding, full decode, EXIF orientation
+    applied) without its minimum size: MCL keeps every image its sources list. (bytes, ext, w, h)"""
+    v = validate_image(data, ImageLimits(min_short_edge=1, output_format=output_format, jpeg_quality=jpeg_quality))
+    if v.reason:
+        raise MediaError(f"image_{v.reason}", v.detail or v.reason)
+    return v.data, v.ext, v.width, v.height
 
 
 def image_members(rec: Record, data: bytes, cfg: MclConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    w, h = check_image(data)
-    return {image_ext(rec.media): data}, {"width": w, "height": h}
+    out, ext, w, h = valid_image(data, "original")  # original bytes unless rotated or not RGB
+    return {ext: out}, {"width": w, "height": h}
 
 
 def video_members(rec: Record, data: bytes, cfg: MclConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -122,5 +111,6 @@ def preprocessing(cfg: MclConfig, modality: str, depth_model: dict[str, Any] | N
                 "points": cfg.pointcloud.points, "start_index": 0}
     if modality == "depth":
         return {"model": depth_model or {}, "png": "uint16, 0..65535 = min..max of the predicted map",
-                "larger_is_nearer": True, "rgb": "original bytes", "augmentation": "none at build time"}
-    return {"image": "original bytes, decode checked"}
+                "larger_is_nearer": True, "rgb": "original bytes; EXIF-rotated or non-RGB images re-encoded upright as JPEG",
+                "augmentation": "none at build time"}
+    return {"image": "original bytes, decode checked; EXIF-rotated or non-RGB images re-encoded upright"}

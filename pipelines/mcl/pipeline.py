@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow.parquet as pq
+
 from experts.expert import ExpertError
 from experts.resolve import ModelNotFound
 from pipelines.atomic import write_bytes_atomic
@@ -128,10 +130,23 @@ def content_identity(p: Plan, engine: Engine, cpus: float, chunk: int = 256) -> 
     return lambda r: digests[hygiene.real_path(r, p.roots)]
 
 
+_checked: dict[str, Plan] = {}  # config -> the plan `check` just made, taken once by `run`
+
+
 def check(cfg: MclConfig, out: Path) -> Plan:
     p = plan(cfg)
     check_depth(cfg)
+    _checked.clear()
+    _checked[cfg.model_dump_json()] = p
     return p
+
+
+def resumed(p: Plan, folder: StageFolder, entry: dict[str, Any]) -> Plan:
+    """The plan a killed run had recorded: its rejects (cross-split ones included) are not
+    recomputed, so a resume does not hash every file again."""
+    gone = set(pq.read_table(folder.dir / entry["rejects"], columns=["key"]).column("key").to_pylist()) \
+        if entry.get("rejects") else set()
+    return Plan([r for r in p.records if r.key not in gone], p.rejects, p.stats, p.roots)
 
 
 def plan_entry(folder: StageFolder, p: Plan) -> dict[str, Any]:
@@ -154,11 +169,14 @@ def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dic
         return folder.stats()
     t0 = time.perf_counter()
     folder.prepare()
-    identity = content_identity(p, engine, cfg.read_cpus) if cfg.duplicates == "content" \
-        else (lambda r: hygiene.real_path(r, p.roots))
-    p = split_check(p, identity)
-    if PLAN_PART not in folder.entries():
+    done = folder.entries().get(PLAN_PART)
+    if done is None:
+        identity = content_identity(p, engine, cfg.read_cpus) if cfg.duplicates == "content" \
+            else (lambda r: hygiene.real_path(r, p.roots))
+        p = split_check(p, identity)
         folder.append(plan_entry(folder, p))
+    else:
+        p = resumed(p, folder, done)
     parts = plan_parts(p.records, p.roots, cfg.shard_size)
     plain = [x for x in parts if x["modality"] != "depth"]
     depth = [x for x in parts if x["modality"] == "depth"]
@@ -168,8 +186,9 @@ def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dic
     if depth:
         expert = depth_parts.make_expert(cfg)
         model_info = expert.info()
-        entries.update(run_model_parts(engine, folder, depth, depth_parts.reader(cfg.depth.batch_size, cfg.depth.jpeg_quality),
-                                       depth_parts.chain(expert), depth_parts.finisher(folder, cfg, model_info),
+        read = depth_parts.reader(cfg.depth.batch_size, cfg.depth.jpeg_quality)
+        finish = depth_parts.finisher(folder, cfg, model_info)
+        entries.update(run_model_parts(engine, folder, depth, read, depth_parts.chain(expert), finish,
                                        read_cpus=cfg.read_cpus, desc=f"{STAGE} depth"))
     entries[PLAN_PART] = folder.entries()[PLAN_PART]
     summary = build_summary(list(entries.values()))
@@ -182,7 +201,9 @@ def run(cfg: MclConfig, out: Path, engine: ModelEngine, stages: list[str] | None
     want = (lambda s: stages is None or s in stages)
     res: dict[str, dict[str, Any]] = {}
     if want(STAGE):
-        res[STAGE] = build_shards(cfg, out, engine, check(cfg, out))
+        p = _checked.pop(cfg.model_dump_json(), None) or check(cfg, out)  # the CLI checked it already
+        _checked.clear()
+        res[STAGE] = build_shards(cfg, out, engine, p)
     if want(export.STAGE):
-        res[export.STAGE] = export.run(cfg, out, engine, STAGE)
+        res[export.STAGE] = export.run(cfg, out, STAGE)
     return res

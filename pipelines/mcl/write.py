@@ -1,10 +1,12 @@
 """Write one part: its samples as a shard, its rejects as parquet, its manifest line."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.atomic import write_bytes_atomic
 from pipelines.build_folder import StageFolder
 from pipelines.mcl.config import MclConfig
 from pipelines.mcl.media import BUILDERS, MediaError, preprocessing
@@ -12,6 +14,8 @@ from pipelines.mcl.parts import MediaStats, part_info
 from pipelines.shard_sink import make_rejects, write_rejects, write_shard
 from transforms.mcl.record import Record
 from transforms.step import StepStats, stats_to_json
+
+RECORDS = "_records"
 
 
 def reject(rec: Record, step: str, reason: str, detail: str) -> dict[str, Any]:
@@ -26,6 +30,12 @@ def finish_part(folder: StageFolder, part: dict[str, Any], samples: list[dict[st
                              **part_info(part, kept, rejects, media, preprocess)}
     if samples:
         entry.update(shard=part["shard"], **write_shard(folder.dir / part["shard"], samples))
+        # the kept records beside the shard, so exports need not read the media back
+        rel = f"{RECORDS}/{part['rejects_name']}.jsonl"
+        write_bytes_atomic(folder.dir / rel, "".join(
+            json.dumps({**s["json"], "rows": r.rows}, sort_keys=True, ensure_ascii=False) + "\n"
+            for s, r in zip(samples, kept)).encode())
+        entry["records"] = rel
     entry["rejects"] = write_rejects(folder.dir, part["rejects_name"], make_rejects(rejects, folder.stage))
     return entry
 
