@@ -34,12 +34,9 @@ class MediaStats:
         self.d: dict[str, dict[str, float]] = {k: dict(v) for k, v in (d or {}).items()}
 
     def add(self, info: dict[str, Any]) -> None:
-        for k, v in info.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                s = self.d.setdefault(k, {"n": 0, "sum": 0.0, "min": v, "max": v})
-                s["n"] += 1
-                s["sum"] = round(s["sum"] + v, 6)
-                s["min"], s["max"] = min(s["min"], v), max(s["max"], v)
+        """One sample's numeric facts (lists such as frame indices are not statistics)."""
+        self.merge({k: {"n": 1, "sum": v, "min": v, "max": v} for k, v in info.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def merge(self, other: dict[str, dict[str, float]]) -> None:
         for k, o in other.items():
