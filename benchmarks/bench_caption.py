@@ -25,19 +25,19 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401  (quiet environment)
-from experts.base import Resources  # noqa: E402
-from experts.captioners import TransformersCaptioner  # noqa: E402
-from experts.openai_captioner import OpenAICaptioner  # noqa: E402
-from experts.pixels import decode_rgb  # noqa: E402
-from experts.tiny_models import make_tiny_llava  # noqa: E402
-from orchestration.ray_engine import RayEngine  # noqa: E402
-from pipelines.densefusion import caption  # noqa: E402
-from pipelines.select.inputs import plan_parts  # noqa: E402
-from pipelines.shard_sink import write_shard  # noqa: E402
-from pipelines.shard_source import iter_image_samples  # noqa: E402
+from fusionweave.experts.base import Resources  # noqa: E402
+from fusionweave.experts.captioners import TransformersCaptioner  # noqa: E402
+from fusionweave.experts.openai_captioner import OpenAICaptioner  # noqa: E402
+from fusionweave.experts.pixels import decode_rgb  # noqa: E402
+from fusionweave.experts.tiny_models import make_tiny_llava  # noqa: E402
+from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
+from fusionweave.pipelines.densefusion import caption  # noqa: E402
+from fusionweave.pipelines.select.inputs import plan_parts  # noqa: E402
+from fusionweave.pipelines.shard_sink import write_shard  # noqa: E402
+from fusionweave.pipelines.shard_source import iter_image_samples  # noqa: E402
 from tests.chat_server import ChatServer  # noqa: E402
-from transforms.caption_qc import QcPolicy  # noqa: E402
-from transforms.prompts import Template  # noqa: E402
+from fusionweave.transforms.caption_qc import QcPolicy  # noqa: E402
+from fusionweave.transforms.prompts import Template  # noqa: E402
 
 
 def make_shards(folder: Path, images: int, per_shard: int) -> None:

@@ -55,9 +55,9 @@ def run_img2dataset(parquet: Path, out: Path, processes: int, threads: int, per_
 
 
 def run_ours(parquet: Path, out: Path, threads: int, per_shard: int) -> tuple[float, dict]:
-    from orchestration.ray_engine import RayEngine
-    from pipelines.curate import download, metadata, validate
-    from pipelines.curate.config import CurateConfig
+    from fusionweave.orchestration.ray_engine import RayEngine
+    from fusionweave.pipelines.curate import download, metadata, validate
+    from fusionweave.pipelines.curate.config import CurateConfig
 
     cfg = CurateConfig.model_validate({
         "metadata": {"input": [str(parquet)], "rows_per_shard": per_shard},
@@ -73,7 +73,7 @@ def run_ours(parquet: Path, out: Path, threads: int, per_shard: int) -> tuple[fl
 
 
 def main() -> None:
-    from pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.sample_server import SampleServer
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)

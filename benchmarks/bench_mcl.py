@@ -27,11 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401  (quiet environment)
-from orchestration.ray_engine import RayEngine  # noqa: E402
-from pipelines.mcl import pipeline  # noqa: E402
-from pipelines.mcl.config import MclConfig  # noqa: E402
-from pipelines.mcl.media import audio_members, pointcloud_members, video_members  # noqa: E402
-from pipelines.mcl.sample_data import mp4, npz  # noqa: E402
+from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
+from fusionweave.pipelines.mcl import pipeline  # noqa: E402
+from fusionweave.pipelines.mcl.config import MclConfig  # noqa: E402
+from fusionweave.pipelines.mcl.media import audio_members, pointcloud_members, video_members  # noqa: E402
+from fusionweave.pipelines.mcl.sample_data import mp4, npz  # noqa: E402
 
 
 def wav(seconds: float, freq: float, rate: int = 44_100) -> bytes:

@@ -61,7 +61,7 @@ def main() -> None:
         # concurrent tasks, so only the input size differs
         cfg.write_text(yaml.safe_dump({"ray": {"local_group_max_rows": 0, "local_group_max_bytes": 0},
                                        "curate": {"metadata": {"input": [str(parquet)], "rows_per_shard": 50_000}}}))
-        results[n] = peak_rss([sys.executable, "-m", "orchestration.cli", "build", "curate", "--config", str(cfg),
+        results[n] = peak_rss([sys.executable, "-m", "fusionweave.orchestration.cli", "build", "curate", "--config", str(cfg),
                                "--out", str(tmp / f"out{n}"), "--stages", "metadata", "--no-progress",
                                "--num-cpus", "2"])
     (a, ta), (b, tb) = results[args.rows], results[args.rows * 10]

@@ -45,15 +45,15 @@ def bare_loop(src: Path, out: Path) -> int:
 
 
 def ours(src: Path, out: Path, engine_name: str) -> int:
-    from pipelines.curate import metadata
-    from pipelines.curate.config import CurateConfig
+    from fusionweave.pipelines.curate import metadata
+    from fusionweave.pipelines.curate.config import CurateConfig
 
     cfg = CurateConfig.model_validate({"metadata": {"input": [str(src)], "rows_per_shard": 250_000}})
     if engine_name == "beam":
-        from orchestration.beam_engine import BeamEngine
+        from fusionweave.orchestration.beam_engine import BeamEngine
 
         return metadata.run(cfg, out, BeamEngine(num_workers=2))["rows_out"]
-    from orchestration.ray_engine import RayEngine
+    from fusionweave.orchestration.ray_engine import RayEngine
 
     with RayEngine(num_cpus=2, progress=False) as eng:
         return metadata.run(cfg, out, eng)["rows_out"]

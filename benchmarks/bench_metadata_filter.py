@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_of, laion_parquet  # noqa: E402
-from transforms.laion_columns import normalise  # noqa: E402
-from transforms.metadata_filters import (CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold,  # noqa: E402
+from fusionweave.transforms.laion_columns import normalise  # noqa: E402
+from fusionweave.transforms.metadata_filters import (CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold,  # noqa: E402
                                          UrlSafety)
-from transforms.step import StepChain  # noqa: E402
-from transforms.url_safety import AddressPolicy  # noqa: E402
+from fusionweave.transforms.step import StepChain  # noqa: E402
+from fusionweave.transforms.url_safety import AddressPolicy  # noqa: E402
 
 
 def bare(t):

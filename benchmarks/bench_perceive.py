@@ -25,15 +25,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401  (quiet environment)
-from experts.base import run_chain_locally  # noqa: E402
-from experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
-from orchestration.ray_engine import RayEngine  # noqa: E402
-from pipelines.perceive import stage  # noqa: E402
-from pipelines.perceive.chain import build_chain, build_experts  # noqa: E402
-from pipelines.perceive.config import PerceiveConfig  # noqa: E402
-from pipelines.select.inputs import plan_parts  # noqa: E402
-from pipelines.shard_sink import write_shard  # noqa: E402
-from pipelines.shard_source import iter_image_samples  # noqa: E402
+from fusionweave.experts.base import run_chain_locally  # noqa: E402
+from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
+from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
+from fusionweave.pipelines.perceive import stage  # noqa: E402
+from fusionweave.pipelines.perceive.chain import build_chain, build_experts  # noqa: E402
+from fusionweave.pipelines.perceive.config import PerceiveConfig  # noqa: E402
+from fusionweave.pipelines.select.inputs import plan_parts  # noqa: E402
+from fusionweave.pipelines.shard_sink import write_shard  # noqa: E402
+from fusionweave.pipelines.shard_source import iter_image_samples  # noqa: E402
 
 TAGS = ["person", "dog", "cat", "car", "tree", "sign", "building", "sky", "road", "bicycle"]
 

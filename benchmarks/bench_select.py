@@ -29,12 +29,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401  (quiet environment)
-from orchestration.ray_engine import RayEngine  # noqa: E402
-from pipelines.build_folder import StageFolder  # noqa: E402
-from pipelines.select import choose, cluster, embed  # noqa: E402
-from pipelines.select.config import ClusterConfig, SelectConfig  # noqa: E402
-from pipelines.shard_sink import shard_name, write_parquet  # noqa: E402
-from transforms import kmeans  # noqa: E402
+from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
+from fusionweave.pipelines.build_folder import StageFolder  # noqa: E402
+from fusionweave.pipelines.select import choose, cluster, embed  # noqa: E402
+from fusionweave.pipelines.select.config import ClusterConfig, SelectConfig  # noqa: E402
+from fusionweave.pipelines.shard_sink import shard_name, write_parquet  # noqa: E402
+from fusionweave.transforms import kmeans  # noqa: E402
 
 
 class PeakMemory:

@@ -16,9 +16,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import best_of  # noqa: E402
-from transforms.image_steps import DecodeValidate  # noqa: E402
-from transforms.image_validate import ImageLimits  # noqa: E402
-from transforms.step import StepChain  # noqa: E402
+from fusionweave.transforms.image_steps import DecodeValidate  # noqa: E402
+from fusionweave.transforms.image_validate import ImageLimits  # noqa: E402
+from fusionweave.transforms.step import StepChain  # noqa: E402
 
 
 def images(n: int, w: int, h: int) -> list[bytes]:

@@ -9,12 +9,12 @@ from typing import Any
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from datasets_cards import plots
-from datasets_cards.config import CardConfig
-from datasets_cards.hub_values import check, size_category
-from datasets_cards.structure import caption_lengths_and_sizes, describe
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import STATS
+from fusionweave.datasets_cards import plots
+from fusionweave.datasets_cards.config import CardConfig
+from fusionweave.datasets_cards.hub_values import check, size_category
+from fusionweave.datasets_cards.structure import caption_lengths_and_sizes, describe
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import STATS
 
 PLOTS = "_card"
 LAION_TERMS = (

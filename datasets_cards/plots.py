@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipelines.atomic import atomic_path  # noqa: E402
+from fusionweave.pipelines.atomic import atomic_path  # noqa: E402
 
 
 def _save(fig: "plt.Figure", path: Path) -> Path:

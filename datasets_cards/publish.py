@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from datasets_cards.card import build_outputs, render
-from datasets_cards.verify import verify
-from pipelines.build_folder import MANIFEST, STATS
+from fusionweave.datasets_cards.card import build_outputs, render
+from fusionweave.datasets_cards.verify import verify
+from fusionweave.pipelines.build_folder import MANIFEST, STATS
 
 
 class PublishError(RuntimeError):

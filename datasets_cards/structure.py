@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.shard_source import Sample, iter_shard
 
 MEMBER_KINDS = {"jpg": "image (JPEG)", "jpeg": "image (JPEG)", "png": "image (PNG)", "webp": "image (WebP)",
                 "txt": "string (UTF-8)", "json": "JSON object", "experts.json": "JSON object",

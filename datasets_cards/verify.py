@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.atomic import is_tmp
-from pipelines.build_folder import MANIFEST, STATS
-from pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.atomic import is_tmp
+from fusionweave.pipelines.build_folder import MANIFEST, STATS
+from fusionweave.pipelines.shard_source import Sample, iter_shard
 
 
 def stage_dirs(out: Path) -> list[Path]:

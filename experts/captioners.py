@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, ModelStep, Resources
-from experts.expert import ExpertError
-from experts.pixels import decode_rgb, error_text, torch_device
-from experts.resolve import resolve_model
+from fusionweave.experts.base import Batch, ModelStep, Resources
+from fusionweave.experts.expert import ExpertError
+from fusionweave.experts.pixels import decode_rgb, error_text, torch_device
+from fusionweave.experts.resolve import resolve_model
 
 CAPTION, FINISH, ERROR = "caption", "finish_reason", "caption_error"
 PRIORS_TEMPLATE = "priors-template"

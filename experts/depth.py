@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from experts.base import Batch
-from experts.expert import ExpertError, PixelExpert, cell, cells, result_column
+from fusionweave.experts.base import Batch
+from fusionweave.experts.expert import ExpertError, PixelExpert, cell, cells, result_column
 
 PIXELS = "_px_depth"
 RAW = "_depth_raw"

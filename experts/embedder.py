@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, ModelStep, Resources
-from experts.pixels import ImagePreprocessor, Normalizer, torch_device
-from experts.resolve import resolve_model
+from fusionweave.experts.base import Batch, ModelStep, Resources
+from fusionweave.experts.pixels import ImagePreprocessor, Normalizer, torch_device
+from fusionweave.experts.resolve import resolve_model
 
 __all__ = ["ImageEmbedder", "ImagePreprocessor", "EmbedderError", "embedding_dim", "model_type"]
 

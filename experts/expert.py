@@ -17,9 +17,9 @@ from typing import Any, Collection
 
 import numpy as np
 
-from experts.base import Batch, ModelStep, Resources
-from experts.pixels import ImagePreprocessor, Normalizer, decode_rgb, error_text, torch_device
-from experts.resolve import resolve_model
+from fusionweave.experts.base import Batch, ModelStep, Resources
+from fusionweave.experts.pixels import ImagePreprocessor, Normalizer, decode_rgb, error_text, torch_device
+from fusionweave.experts.resolve import resolve_model
 
 
 class ExpertError(RuntimeError):

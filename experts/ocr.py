@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, decoded
-from transforms.boxes import normalize_xyxy
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.expert import Expert, ExpertError, decoded
+from fusionweave.transforms.boxes import normalize_xyxy
 
 BACKENDS = ("rapidocr", "paddleocr")
 

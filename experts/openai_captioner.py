@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from experts.base import Batch, Resources
-from experts.captioners import Captioner, outputs
-from experts.pixels import decode_rgb, error_text
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.captioners import Captioner, outputs
+from fusionweave.experts.pixels import decode_rgb, error_text
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MIME = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif", b"RIFF": "image/webp"}

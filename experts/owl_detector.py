@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, Resources
-from experts.expert import PixelExpert, read_results
-from experts.pixels import ImagePreprocessor
-from transforms.boxes import detections, normalize_xyxy
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.expert import PixelExpert, read_results
+from fusionweave.experts.pixels import ImagePreprocessor
+from fusionweave.transforms.boxes import detections, normalize_xyxy
 
 PIXELS = "_px_ovd"
 FAMILIES = {"owlv2": "Owlv2ForObjectDetection", "owlvit": "OwlViTForObjectDetection"}

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from experts.resolve import resolve_model
-from transforms.image_validate import to_rgb
+from fusionweave.experts.resolve import resolve_model
+from fusionweave.transforms.image_validate import to_rgb
 
 
 def decode_rgb(data: bytes) -> Image.Image:

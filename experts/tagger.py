@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, Resources
-from experts.expert import ExpertError, PixelExpert
-from experts import vocabulary
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.expert import ExpertError, PixelExpert
+from fusionweave.experts import vocabulary
 
 PIXELS = "_px_tagger"
 FAMILIES = ("clip", "siglip")

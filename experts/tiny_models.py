@@ -48,7 +48,7 @@ def make_tiny_tokenizer(out: str | Path, words: list[str]) -> Path:
 
 def _text_words(tags: list[str] | None) -> list[str]:
     if tags is None:
-        from experts import vocabulary
+        from fusionweave.experts import vocabulary
 
         tags = vocabulary.load()
     return [*tags, "a photo of a"]

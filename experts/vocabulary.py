@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from experts.expert import ExpertError
+from fusionweave.experts.expert import ExpertError
 
 DEFAULT = "coco+lvis"
 

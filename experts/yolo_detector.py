@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from experts.base import Batch, Resources
-from experts.expert import Expert, ExpertError, decoded, read_results
-from experts.pixels import torch_device
-from experts.ultralytics_env import ultralytics
-from transforms.boxes import detections, normalize_xyxy
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.expert import Expert, ExpertError, decoded, read_results
+from fusionweave.experts.pixels import torch_device
+from fusionweave.experts.ultralytics_env import ultralytics
+from fusionweave.transforms.boxes import detections, normalize_xyxy
 
 
 def resolve_yolo(model: str) -> str:

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.atomic import staging_dir, write_bytes_atomic
-from transforms.step import StepStats
+from fusionweave.pipelines.atomic import staging_dir, write_bytes_atomic
+from fusionweave.transforms.step import StepStats
 
 NAMESPACE = "fusionweave"
 RESULT_SHARDS = 16

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.atomic import write_bytes_atomic
 
 PACKAGES = ["fusionweave", "ray", "pyarrow", "webdataset", "img2dataset", "pillow", "numpy", "pydantic", "imagehash",
             "apache-beam", "torch", "transformers", "huggingface_hub"]

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--dry-run", action="store_true", help="list every file and its size, upload nothing")
     pb.add_argument("--include-intermediate", action="store_true", help="also upload the shards of earlier stages")
 
-    from orchestration.train_commands import add_parsers
+    from fusionweave.orchestration.train_commands import add_parsers
 
     add_parsers(sub)
     return ap
@@ -98,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("faiss.loader", "httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    from orchestration import commands
-    from orchestration.build_info import ConfigMismatch
-    from experts.resolve import ModelNotFound
-    from pipelines.errors import BuildSetupError
+    from fusionweave.orchestration import commands
+    from fusionweave.orchestration.build_info import ConfigMismatch
+    from fusionweave.experts.resolve import ModelNotFound
+    from fusionweave.pipelines.errors import BuildSetupError
 
-    from orchestration import train_commands
+    from fusionweave.orchestration import train_commands
 
     try:
         name = "cmd_" + args.command.replace("-", "_")

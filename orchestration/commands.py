@@ -8,19 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration import report
-from orchestration.build_info import write_build_json
-from orchestration.config import ConfigError, Recipe, load_recipe, section
-from orchestration.ray_engine import RayEngine
-from pipelines.curate import pipeline as curate_pipeline
-from pipelines.densefusion import pipeline as densefusion_pipeline
-from pipelines.mcl import pipeline as mcl_pipeline
-from pipelines.perceive import pipeline as perceive_pipeline
-from pipelines.select import pipeline as select_pipeline
+from fusionweave.configs import packaged
+from fusionweave.orchestration import report
+from fusionweave.orchestration.build_info import write_build_json
+from fusionweave.orchestration.config import ConfigError, Recipe, load_recipe, section
+from fusionweave.orchestration.ray_engine import RayEngine
+from fusionweave.pipelines.curate import pipeline as curate_pipeline
+from fusionweave.pipelines.densefusion import pipeline as densefusion_pipeline
+from fusionweave.pipelines.mcl import pipeline as mcl_pipeline
+from fusionweave.pipelines.perceive import pipeline as perceive_pipeline
+from fusionweave.pipelines.select import pipeline as select_pipeline
 
 PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline,
              "densefusion": densefusion_pipeline, "mcl": mcl_pipeline}
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _engine(args: argparse.Namespace, recipe: Recipe) -> RayEngine:
@@ -55,7 +55,7 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
     if getattr(args, "engine", "ray") == "beam":
         if "metadata" not in mod.STAGES:
             raise ConfigError(f"--engine beam runs the metadata stage; {pipeline} has none")
-        from orchestration.beam_engine import BeamEngine
+        from fusionweave.orchestration.beam_engine import BeamEngine
 
         stage_engines["metadata"] = BeamEngine(args.beam_runner, args.beam_options, args.num_cpus)
     with _engine(args, recipe) as engine:
@@ -76,7 +76,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_laion(args: argparse.Namespace) -> int:
-    from pipelines.sample_laion import generate
+    from fusionweave.pipelines.sample_laion import generate
 
     planted = generate(args.n, args.out, seed=args.seed, base_url=args.base_url)
     print(f"wrote {args.n} rows to {args.out / 'laion.parquet'} and images to {args.out / 'images'}")
@@ -86,7 +86,7 @@ def cmd_sample_laion(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_mcl(args: argparse.Namespace) -> int:
-    from pipelines.mcl.sample_data import PLANTED, generate
+    from fusionweave.pipelines.mcl.sample_data import PLANTED, generate
 
     recipe = generate(args.out, args.depth_model, args.seed)
     print(f"wrote MCL sources (image, video, audio, depth, point cloud) under {args.out} and the recipe {recipe}")
@@ -96,7 +96,7 @@ def cmd_sample_mcl(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from experts.tiny_models import TINY_MODELS
+    from fusionweave.experts.tiny_models import TINY_MODELS
 
     path = TINY_MODELS[args.kind](args.out, seed=args.seed)
     print(f"wrote a tiny random-weight {args.kind} model to {path} (for demos and tests only)")
@@ -104,7 +104,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.sample_server import SampleServer
 
     with SampleServer(args.root, port=args.port) as srv:
         print(f"serving {args.root} on {srv.base_url} (Ctrl-C to stop)")
@@ -124,7 +124,7 @@ DEMO_PIPELINES = ("select", "perceive", "densefusion")
 def demo_models(out: Path, overrides: list[str]) -> tuple[list[str], list[str]]:
     """Overrides that point every `tiny` model of the demo recipe at a tiny random model written
     under OUT/models (unless the user named a model for it), and what each one stands for."""
-    from experts.tiny_models import TINY_MODELS
+    from fusionweave.experts.tiny_models import TINY_MODELS
 
     given = {o.split("=", 1)[0] for o in overrides}
     sets, labels = [], []
@@ -142,8 +142,8 @@ def demo_models(out: Path, overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.sample_laion import generate
-    from pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.sample_laion import generate
+    from fusionweave.pipelines.sample_server import SampleServer
 
     out: Path = args.out
     data = out / "sample-data"
@@ -155,19 +155,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data.mkdir(parents=True)
     with SampleServer(data, slow_seconds=12.0) as srv:
         generate(args.n, data, seed=0, base_url=srv.base_url)
-        recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
+        recipe = load_recipe(packaged("demo.yaml"), [f"curate.metadata.input=[{data / 'laion.parquet'}]",
                                                           *args.overrides])
         run_build("curate", recipe, build, args)
     tiny, labels = demo_models(out, args.overrides)
-    recipe = load_recipe(CONFIGS_DIR / "demo.yaml", [f"curate.metadata.input=[{data / 'laion.parquet'}]",
+    recipe = load_recipe(packaged("demo.yaml"), [f"curate.metadata.input=[{data / 'laion.parquet'}]",
                                                       *tiny, *args.overrides])
     for pipeline in DEMO_PIPELINES:
         run_build(pipeline, recipe, build, args)
     info = json.loads((build / "build.json").read_text())
     info["demo_models"] = labels
     (build / "build.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-    from datasets_cards.card import render
-    from datasets_cards.verify import verify
+    from fusionweave.datasets_cards.card import render
+    from fusionweave.datasets_cards.verify import verify
 
     card = render(build)
     problems = verify(build, _stage_order(build))
@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stage_order(out: Path) -> list[str]:
-    from datasets_cards.card import build_outputs
+    from fusionweave.datasets_cards.card import build_outputs
 
     path = out / "build.json"
     build = json.loads(path.read_text()) if path.exists() else {}
@@ -194,7 +194,7 @@ def _stage_order(out: Path) -> list[str]:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from datasets_cards.card import CardError, render
+    from fusionweave.datasets_cards.card import CardError, render
 
     try:
         path = render(args.out)
@@ -206,7 +206,7 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from datasets_cards.verify import verify
+    from fusionweave.datasets_cards.verify import verify
 
     problems = verify(args.out, _stage_order(args.out))
     if problems:
@@ -219,7 +219,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from datasets_cards.publish import PublishError, publish
+    from fusionweave.datasets_cards.publish import PublishError, publish
 
     try:
         res = publish(args.out, args.repo, private=args.private, revision=args.revision, dry_run=args.dry_run,

@@ -7,13 +7,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from datasets_cards.config import CardConfig
-from pipelines.curate.config import CurateConfig
-from pipelines.errors import BuildSetupError
-from pipelines.densefusion.config import DenseFusionConfig
-from pipelines.mcl.config import MclConfig
-from pipelines.perceive.config import PerceiveConfig
-from pipelines.select.config import SelectConfig
+from fusionweave.datasets_cards.config import CardConfig
+from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.densefusion.config import DenseFusionConfig
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.perceive.config import PerceiveConfig
+from fusionweave.pipelines.select.config import SelectConfig
 
 
 class ConfigError(BuildSetupError):

@@ -15,9 +15,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from experts.base import ModelStep, Stage
-from pipelines.atomic import staging_dir
-from pipelines.engine import Batch
+from fusionweave.experts.base import ModelStep, Stage
+from fusionweave.pipelines.atomic import staging_dir
+from fusionweave.pipelines.engine import Batch
 
 log = logging.getLogger(__name__)
 

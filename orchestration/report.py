@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import STATS
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import STATS
 
 
 def collect(out: Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:

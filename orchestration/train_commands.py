@@ -9,11 +9,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestration.config import ConfigError, format_errors, parse_override, set_path
+from fusionweave.orchestration.config import ConfigError, format_errors, parse_override, set_path
 
 
 def load_train_config(path: Path, overrides: list[str]) -> Any:
-    from trainers.matching.train import TrainConfig
+    from fusionweave.trainers.matching.train import TrainConfig
 
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -30,7 +30,7 @@ def load_train_config(path: Path, overrides: list[str]) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from trainers.matching.train import train
+    from fusionweave.trainers.matching.train import train
 
     cfg = load_train_config(args.config, args.overrides)
     if args.method == "dbl" and cfg.dbl.anchor == "frozen" and cfg.dbl.anchor_checkpoint is None:
@@ -47,8 +47,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from trainers.matching.evaluate import coco_1k, ensemble, recall
-    from trainers.matching.train import evaluate_checkpoint
+    from fusionweave.trainers.matching.evaluate import coco_1k, ensemble, recall
+    from fusionweave.trainers.matching.train import evaluate_checkpoint
 
     if args.ensemble:
         sims = ensemble(args.ensemble)
@@ -64,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_matching_data(args: argparse.Namespace) -> int:
-    from trainers.matching import data
+    from fusionweave.trainers.matching import data
 
     if args.kind == "synthetic":
         report = data.synthetic(args.out, {"train": args.train, "test": args.test}, seed=args.seed)

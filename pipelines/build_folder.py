@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipelines.atomic import clean_tmp, write_bytes_atomic
-from transforms.step import StepStats, merge_stats, stats_from_json, stats_to_json
+from fusionweave.pipelines.atomic import clean_tmp, write_bytes_atomic
+from fusionweave.transforms.step import StepStats, merge_stats, stats_from_json, stats_to_json
 
 MANIFEST = "_manifest.jsonl"
 STATS = "_stats.json"

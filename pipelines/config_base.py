@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from experts.base import Resources
+from fusionweave.experts.base import Resources
 
 
 class Strict(BaseModel):

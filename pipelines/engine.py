@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from experts.base import ModelStep, Stage
+    from fusionweave.experts.base import ModelStep, Stage
 
 Batch = dict[str, np.ndarray]
 

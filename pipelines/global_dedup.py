@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from pipelines.engine import Engine
-from transforms.step import REJECT_REASON, StepStats, reject
-from transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
+from fusionweave.pipelines.engine import Engine
+from fusionweave.transforms.step import REJECT_REASON, StepStats, reject
+from fusionweave.transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
 
 DUPS_WITH_PART = DUP_SCHEMA.append(pa.field("part", pa.string()))
 

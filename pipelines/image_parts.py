@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.atomic import write_bytes_atomic
-from pipelines.engine import Batch
-from pipelines.model_parts import ROWS, chunk_columns
-from pipelines.shard_sink import make_rejects, write_parquet
-from pipelines.shard_source import ImageSample, iter_image_samples
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.engine import Batch
+from fusionweave.pipelines.model_parts import ROWS, chunk_columns
+from fusionweave.pipelines.shard_sink import make_rejects, write_parquet
+from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
 
 ToBatch = Callable[[list[ImageSample], list[dict[str, Any]]], "Batch | None"]
 

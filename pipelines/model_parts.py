@@ -15,9 +15,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from experts.base import ModelStep, Stage
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Batch, ModelEngine
+from fusionweave.experts.base import ModelStep, Stage
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Batch, ModelEngine
 
 log = logging.getLogger(__name__)
 

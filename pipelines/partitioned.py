@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Engine
 
 log = logging.getLogger(__name__)
 

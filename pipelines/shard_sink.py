@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from pipelines.atomic import atomic_path
-from transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP
+from fusionweave.pipelines.atomic import atomic_path
+from fusionweave.transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP
 
 REJECT_SCHEMA = pa.schema([
     ("key", pa.string()),

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from experts.captioners import TransformersCaptioner
+from fusionweave.experts.captioners import TransformersCaptioner
 
 
 class ChatServer:

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 @pytest.fixture(scope="session")
 def engine() -> Iterator["object"]:
     """One embedded Ray session for the whole test run (it costs ~5 s and ~0.9 GB to start)."""
-    from orchestration.ray_engine import RayEngine
+    from fusionweave.orchestration.ray_engine import RayEngine
 
     eng = RayEngine(num_cpus=2, object_store_memory=512 * 1024 * 1024, progress=False)
     eng.start()
@@ -32,8 +32,8 @@ def engine() -> Iterator["object"]:
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, list[str]], str]]:
     """1,000 generated LAION rows with their images served on 127.0.0.1 for the whole session."""
-    from pipelines.sample_laion import generate
-    from pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.sample_laion import generate
+    from fusionweave.pipelines.sample_server import SampleServer
 
     root = tmp_path_factory.mktemp("laion-sample")
     with SampleServer(root, slow_seconds=12.0) as srv:
@@ -42,7 +42,7 @@ def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
 
 
 def curate_cfg(parquet: Path | list[Path], **overrides: object) -> "object":
-    from pipelines.curate.config import CurateConfig
+    from fusionweave.pipelines.curate.config import CurateConfig
 
     data: dict = {
         "metadata": {"input": parquet if isinstance(parquet, list) else [parquet], "rows_per_shard": 100},

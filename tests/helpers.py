@@ -30,14 +30,14 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fusionweave.orchestration.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def kill_build_when(args: list[str], condition: Callable[[], bool], timeout: float = 300) -> None:
     """Start a build in its own process group and SIGKILL all of it (driver, Ray, workers)
     as soon as `condition` holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "fusionweave.orchestration.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + timeout
     try:

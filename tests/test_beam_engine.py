@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.beam_engine import BeamEngine
-from pipelines.curate import metadata
-from pipelines.sample_laion import generate
+from fusionweave.orchestration.beam_engine import BeamEngine
+from fusionweave.pipelines.curate import metadata
+from fusionweave.pipelines.sample_laion import generate
 from tests.conftest import curate_cfg
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, write_recipe
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.boxes import cap_balanced, detections, format_box, iou_matrix, nms_merge, normalize_xyxy
+from fusionweave.transforms.boxes import cap_balanced, detections, format_box, iou_matrix, nms_merge, normalize_xyxy
 
 
 def det(label: str, box: list[float], score: float, source: str = "a") -> dict:

@@ -1,7 +1,7 @@
 """Caption QC detectors on crafted captions, policies, and the length summary."""
 from __future__ import annotations
 
-from transforms.caption_qc import PUBLISHED, QcPolicy, is_repetitive, stats, summary
+from fusionweave.transforms.caption_qc import PUBLISHED, QcPolicy, is_repetitive, stats, summary
 
 GOOD = ("A brown dog leaps across a sunlit lawn to catch a red frisbee in its mouth. Behind it, two tall oak "
         "trees shade a wooden bench. A white sign near the path reads \"PARK RULES\" in black capital letters.")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experts.base import Batch, Resources
-from experts.captioners import PriorsTemplateCaptioner, TransformersCaptioner
-from experts.openai_captioner import OpenAICaptioner, RequestCache
+from fusionweave.experts.base import Batch, Resources
+from fusionweave.experts.captioners import PriorsTemplateCaptioner, TransformersCaptioner
+from fusionweave.experts.openai_captioner import OpenAICaptioner, RequestCache
 from tests.chat_server import ChatServer
 
 
@@ -32,7 +32,7 @@ def batch(images: list[bytes], prompts: list[str] | None = None) -> Batch:
 
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from experts.tiny_models import make_tiny_llava
+    from fusionweave.experts.tiny_models import make_tiny_llava
 
     return make_tiny_llava(tmp_path_factory.mktemp("llava") / "m")
 

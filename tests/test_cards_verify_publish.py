@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datasets_cards.card import CardError, render
-from datasets_cards.hub_values import size_category
-from datasets_cards.verify import verify
+from fusionweave.datasets_cards.card import CardError, render
+from fusionweave.datasets_cards.hub_values import size_category
+from fusionweave.datasets_cards.verify import verify
 from tests.helpers import ROOT, cli, write_recipe
 from tests.hub_server import FakeHub
 
@@ -26,8 +26,8 @@ TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    from pipelines.sample_laion import generate
-    from pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.sample_laion import generate
+    from fusionweave.pipelines.sample_server import SampleServer
 
     root = tmp_path_factory.mktemp("card-data")
     out = tmp_path_factory.mktemp("card-build") / "out"
@@ -156,7 +156,7 @@ def test_verify_catches_each_problem(build, tmp_path):
 def run_publish(out: Path, hub: FakeHub, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
            "HF_HUB_DISABLE_TELEMETRY": "1"}
-    return subprocess.run([sys.executable, "-m", "orchestration.cli", "publish", str(out), *extra], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "fusionweave.orchestration.cli", "publish", str(out), *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -203,8 +203,8 @@ def test_publish_refuses_a_build_that_fails_verify(build, tmp_path):
 
 def test_pipelines_keep_the_order_they_ran_in(tmp_path: Path) -> None:
     """build.json's keys are sorted; cards, verify and reports need curate -> select -> perceive."""
-    from datasets_cards.card import build_outputs
-    from orchestration.build_info import write_build_json
+    from fusionweave.datasets_cards.card import build_outputs
+    from fusionweave.orchestration.build_info import write_build_json
 
     for name, stages in [("curate", ["metadata", "validate"]), ("select", ["embed", "select"]),
                          ("perceive", ["perceive"]), ("select", ["embed", "select"])]:  # a rerun keeps its place

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestration.config import ConfigError, load_recipe
+from fusionweave.orchestration.config import ConfigError, load_recipe
 from tests.helpers import cli, write_recipe
 
 
@@ -77,7 +77,7 @@ def test_cli_stops_before_any_work(tmp_path, parquet, mutate, expected):
 
 
 def test_cli_refuses_to_resume_with_another_config(tmp_path, parquet):
-    from orchestration.build_info import ConfigMismatch, write_build_json
+    from fusionweave.orchestration.build_info import ConfigMismatch, write_build_json
 
     out = tmp_path / "out"
     info = write_build_json(out, "curate", {"a": 1}, 0, ["x"])

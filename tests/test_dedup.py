@@ -1,8 +1,8 @@
 import numpy as np
 import pyarrow as pa
 
-from pipelines.global_dedup import band_rows
-from transforms.dedup import band_values, earliest_per_ord, exact_duplicates, near_duplicates
+from fusionweave.pipelines.global_dedup import band_rows
+from fusionweave.transforms.dedup import band_values, earliest_per_ord, exact_duplicates, near_duplicates
 
 
 def table(ords, values, col="v"):

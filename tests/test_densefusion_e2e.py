@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipelines.shard_sink import write_shard
+from fusionweave.pipelines.shard_sink import write_shard
 from tests.chat_server import ChatServer
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines
 
@@ -35,7 +35,7 @@ def experts(i: int) -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from experts.tiny_models import make_tiny_llava
+    from fusionweave.experts.tiny_models import make_tiny_llava
 
     root = tmp_path_factory.mktemp("densefusion-data")
     folder = root / "perceive"

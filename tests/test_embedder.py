@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experts.base import Resources, run_locally
-from experts.embedder import EmbedderError, ImageEmbedder, ImagePreprocessor, embedding_dim, model_type
-from experts.resolve import ModelNotFound, resolve_model
-from experts.tiny_models import make_tiny_clip
+from fusionweave.experts.base import Resources, run_locally
+from fusionweave.experts.embedder import EmbedderError, ImageEmbedder, ImagePreprocessor, embedding_dim, model_type
+from fusionweave.experts.resolve import ModelNotFound, resolve_model
+from fusionweave.experts.tiny_models import make_tiny_clip
 
 
 def jpeg(color: tuple[int, int, int], size: tuple[int, int] = (120, 90)) -> bytes:

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from experts.base import Batch, run_chain_locally
-from experts.depth import DepthExpert
-from experts.expert import Expert, ExpertError
-from experts.ocr import OcrExpert
-from experts.owl_detector import OwlDetector
-from experts.tagger import Tagger
-from experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
-from experts.yolo_detector import YoloDetector, YoloWorldDetector, resolve_yolo
-from pipelines.perceive.chain import MergeDetections, build_chain
-from pipelines.perceive.config import BoxesConfig
+from fusionweave.experts.base import Batch, run_chain_locally
+from fusionweave.experts.depth import DepthExpert
+from fusionweave.experts.expert import Expert, ExpertError
+from fusionweave.experts.ocr import OcrExpert
+from fusionweave.experts.owl_detector import OwlDetector
+from fusionweave.experts.tagger import Tagger
+from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
+from fusionweave.experts.yolo_detector import YoloDetector, YoloWorldDetector, resolve_yolo
+from fusionweave.pipelines.perceive.chain import MergeDetections, build_chain
+from fusionweave.pipelines.perceive.config import BoxesConfig
 
 TAGS = ["dog", "cat", "traffic light", "car", "person", "tree"]
 
@@ -158,7 +158,7 @@ def test_failure_on_one_row_stays_on_that_row(models: dict) -> None:
 
 
 def test_missing_or_wrong_models_are_clear_errors(models: dict, tmp_path: Path) -> None:
-    from experts.resolve import ModelNotFound
+    from fusionweave.experts.resolve import ModelNotFound
 
     with pytest.raises(ModelNotFound, match="looked in"):
         Tagger(str(tmp_path / "nope"), vocabulary_file=str(models["vocab"])).check()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transforms.image_validate import ImageLimits, phash64, sniff_format, validate_image
+from fusionweave.transforms.image_validate import ImageLimits, phash64, sniff_format, validate_image
 
 LIM = ImageLimits(min_short_edge=32)
 

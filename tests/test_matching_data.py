@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers.matching.data import MatchingDataError, from_karpathy, from_precomp, synthetic
-from trainers.stream import ResumableLoader, ShardStream
+from fusionweave.trainers.matching.data import MatchingDataError, from_karpathy, from_precomp, synthetic
+from fusionweave.trainers.stream import ResumableLoader, ShardStream
 
 
 def read_split(folder: Path) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainers.matching.evaluate import coco_1k, ensemble, i2t_ranks, recall, save_sims, t2i_ranks
+from fusionweave.trainers.matching.evaluate import coco_1k, ensemble, i2t_ranks, recall, save_sims, t2i_ranks
 
 
 def test_perfect_and_hand_computed_ranks() -> None:

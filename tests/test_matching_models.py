@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.matching.encoders import RegionEncoder, TextEncoder, Vocab, contrastive_loss, l2norm
-from trainers.matching.heads import GSSF, RCAR, SAF, SGR, Cosine
-from trainers.matching.model import DBL, MatchingModel
+from fusionweave.trainers.matching.encoders import RegionEncoder, TextEncoder, Vocab, contrastive_loss, l2norm
+from fusionweave.trainers.matching.heads import GSSF, RCAR, SAF, SGR, Cosine
+from fusionweave.trainers.matching.model import DBL, MatchingModel
 
 
 def inputs(n: int = 3, m: int = 4, d: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -15,10 +15,10 @@ import webdataset as wds
 import yaml
 from PIL import Image
 
-from pipelines.mcl.sample_data import PLANTED, frame_colour
-from pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.mcl.sample_data import PLANTED, frame_colour
+from fusionweave.pipelines.shard_source import Sample, iter_shard
 from tests.helpers import cli, kill_build_when, manifest_lines
-from transforms.mcl import audio_fbank, pointcloud, video_frames
+from fusionweave.transforms.mcl import audio_fbank, pointcloud, video_frames
 
 pytestmark = pytest.mark.heavy
 
@@ -171,7 +171,7 @@ def test_exports_ground_truth_and_stage_manifest(built: dict) -> None:
 
 
 def test_training_reads_the_stage_manifest(built: dict) -> None:
-    from trainers.mcl_stages import eval_sets, load_stages, stage_mixture
+    from fusionweave.trainers.mcl_stages import eval_sets, load_stages, stage_mixture
 
     stages = load_stages(built["out"])
     mix = stage_mixture(built["out"], stages[1], batch_size=2, seed=0)

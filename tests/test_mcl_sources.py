@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.errors import BuildSetupError
-from pipelines.mcl import hygiene
-from pipelines.mcl.config import MclConfig, SourceConfig
-from pipelines.mcl.pipeline import check_files, check_stages, plan, split_check
-from pipelines.mcl.sample_data import generate
-from pipelines.mcl.sources import SPECS, read_source
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.mcl import hygiene
+from fusionweave.pipelines.mcl.config import MclConfig, SourceConfig
+from fusionweave.pipelines.mcl.pipeline import check_files, check_stages, plan, split_check
+from fusionweave.pipelines.mcl.sample_data import generate
+from fusionweave.pipelines.mcl.sources import SPECS, read_source
 
 
 @pytest.fixture(scope="module")
@@ -253,8 +253,8 @@ def test_exports_read_back_as_the_original_format(recipe: dict, tmp_path: Path) 
 
 
 def test_image_media_checks_reuse_validation() -> None:
-    from pipelines.mcl.media import MediaError, valid_image
-    from pipelines.mcl.sample_data import jpg
+    from fusionweave.pipelines.mcl.media import MediaError, valid_image
+    from fusionweave.pipelines.mcl.sample_data import jpg
 
     with pytest.raises(MediaError) as err:
         valid_image(b"\xff\xd8\xff truncated", "original")

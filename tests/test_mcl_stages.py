@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers.mcl_stages import load_stages, paired_flip_crop
+from fusionweave.trainers.mcl_stages import load_stages, paired_flip_crop
 
 
 def test_paired_flip_crop_keeps_depth_aligned() -> None:

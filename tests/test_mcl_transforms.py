@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from transforms.mcl import audio_fbank, pointcloud, video_frames
+from fusionweave.transforms.mcl import audio_fbank, pointcloud, video_frames
 
 
 def npz(points: np.ndarray, key: str = "arr_0") -> bytes:

@@ -3,10 +3,10 @@ import math
 import pyarrow as pa
 import pytest
 
-from transforms.laion_columns import MissingColumnsError, normalise
-from transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
-from transforms.step import StepChain
-from transforms.url_safety import AddressPolicy
+from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
+from fusionweave.transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
+from fusionweave.transforms.step import StepChain
+from fusionweave.transforms.url_safety import AddressPolicy
 
 
 def canon(**cols):

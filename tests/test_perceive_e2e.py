@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipelines.shard_sink import write_shard
+from fusionweave.pipelines.shard_sink import write_shard
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
 from tests.test_experts import TAGS, picture
 
@@ -27,7 +27,7 @@ def sample(key: str, data: bytes, ext: str = "png") -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
+    from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
 
     root = tmp_path_factory.mktemp("perceive-data")
     shards = [[sample(f"s{s}-{i}", picture(10 * s + i, (480, 320), [("OPEN DATA", (60, 200))])) for i in range(6)]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transforms.prompts import Priors, PromptError, Template, approx_tokens, build, fit
+from fusionweave.transforms.prompts import Priors, PromptError, Template, approx_tokens, build, fit
 
 GOLDEN = Path(__file__).parent / "golden"
 

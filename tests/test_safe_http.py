@@ -5,8 +5,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipelines.curate.safe_http import build_opener, classify_error
-from transforms.url_safety import AddressPolicy
+from fusionweave.pipelines.curate.safe_http import build_opener, classify_error
+from fusionweave.transforms.url_safety import AddressPolicy
 
 
 class Handler(BaseHTTPRequestHandler):

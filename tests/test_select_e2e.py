@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from pipelines.shard_sink import write_shard
+from fusionweave.pipelines.shard_sink import write_shard
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
 
 pytestmark = pytest.mark.heavy
@@ -43,7 +43,7 @@ def sample(key: str, data: bytes, ext: str = "jpg") -> dict:
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """6 shards of 12 samples; copies of earlier images planted later under new keys; one
     corrupt image, one sample without an image and a truncated last shard."""
-    from experts.tiny_models import make_tiny_clip
+    from fusionweave.experts.tiny_models import make_tiny_clip
 
     root = tmp_path_factory.mktemp("select-data")
     rng = np.random.default_rng(0)
@@ -135,7 +135,7 @@ def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
     side = pq.read_table(sorted((out / "embed").glob("shard-*.parquet"))[0])
     field = side.schema.field("embedding")
     assert field.type == pa.binary(64) and field.metadata == {b"dtype": b"float16", b"dim": b"32"}
-    from pipelines.select.embed import embeddings_of
+    from fusionweave.pipelines.select.embed import embeddings_of
 
     assert np.allclose(np.linalg.norm(embeddings_of(side).astype(np.float32), axis=1), 1, atol=2e-3)
     # report and plot
@@ -152,8 +152,8 @@ def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
 
 
 def test_top_n_rejects_not_selected(data: dict, tmp_path: Path, engine: object) -> None:
-    from orchestration.config import load_recipe
-    from pipelines.select import pipeline
+    from fusionweave.orchestration.config import load_recipe
+    from fusionweave.pipelines.select import pipeline
 
     cfg = load_recipe(recipe(data, tmp_path / "s.yaml", top_n__n=2, cluster__clusters=4)).select
     res = pipeline.run(cfg.model_copy(update={"seed": 0}), tmp_path / "out", engine)
@@ -204,11 +204,11 @@ def test_ray_shuffle_and_local_grouping_decide_alike(reference: Path, tmp_path: 
     the driver (small inputs) or shuffles it on Ray (large ones)."""
     import pyarrow.parquet as pq
 
-    from orchestration.ray_engine import RayEngine
-    from pipelines.select.choose import decide_bucket
+    from fusionweave.orchestration.ray_engine import RayEngine
+    from fusionweave.pipelines.select.choose import decide_bucket
 
     cfg = yaml.safe_load((reference.parent / "select.yaml").read_text())["select"]
-    from pipelines.select.config import SelectConfig
+    from fusionweave.pipelines.select.config import SelectConfig
 
     fn = decide_bucket(SelectConfig.model_validate({**cfg, "cluster": {**cfg["cluster"]}}), 0)
     paths = [p for p in sorted((reference / "cluster").glob("shard-*.parquet")) if pq.ParquetFile(p).metadata.num_rows]

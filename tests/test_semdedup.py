@@ -5,11 +5,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.select.choose import DUPLICATE, NOT_SELECTED, decide_cluster
-from pipelines.select.config import SelectConfig
-from pipelines.select.embed import side_table
-from transforms import kmeans
-from transforms.semdedup import duplicate_roots, duplicates_per_eps, max_earlier_similarity, order_by
+from fusionweave.pipelines.select.choose import DUPLICATE, NOT_SELECTED, decide_cluster
+from fusionweave.pipelines.select.config import SelectConfig
+from fusionweave.pipelines.select.embed import side_table
+from fusionweave.transforms import kmeans
+from fusionweave.transforms.semdedup import duplicate_roots, duplicates_per_eps, max_earlier_similarity, order_by
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.select.inputs import plan_parts
+from fusionweave.pipelines.select.inputs import plan_parts
 
 
 def test_stage_folder_input_skips_parts_that_kept_nothing(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 import pyarrow as pa
 import pytest
 
-from transforms.step import Filter, Step, StepChain, reject, split_rejects
+from fusionweave.transforms.step import Filter, Step, StepChain, reject, split_rejects
 
 
 class Odd(Filter):

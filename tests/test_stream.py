@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines.shard_sink import write_shard
-from trainers.shard_plan import collection_order, plan_epoch, shard_counts
-from trainers.stream import Mixture, ResumableLoader, ShardStream, ray_batches
+from fusionweave.pipelines.shard_sink import write_shard
+from fusionweave.trainers.shard_plan import collection_order, plan_epoch, shard_counts
+from fusionweave.trainers.stream import Mixture, ResumableLoader, ShardStream, ray_batches
 
 
 def png(i: int) -> bytes:
@@ -54,7 +54,7 @@ def test_every_rank_gets_the_same_number_of_batches(shards: list[str], workers: 
 
 
 def test_plan_balances_uneven_shards() -> None:
-    from trainers.shard_plan import Shard
+    from fusionweave.trainers.shard_plan import Shard
 
     plan = plan_epoch([Shard(f"s{i}", n) for i, n in enumerate([100, 1, 1, 1, 50, 49])], 2, 1, 10, 0, 0)
     assert sorted(sum(s.count for s in r[0].shards) for r in plan) == [101, 101]

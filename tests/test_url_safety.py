@@ -1,6 +1,6 @@
 import pytest
 
-from transforms.url_safety import AddressPolicy, normalise_url, parse_ip, url_refusal
+from fusionweave.transforms.url_safety import AddressPolicy, normalise_url, parse_ip, url_refusal
 
 DEFAULT = AddressPolicy()
 
@@ -65,7 +65,7 @@ def test_parse_ip_rejects_names():
 
 
 def test_fast_path_agrees_with_urlsplit():
-    from transforms.url_safety import _normalise_general
+    from fusionweave.transforms.url_safety import _normalise_general
 
     urls = ["http://Example.com/a?b=1#f", "HTTPS://x.org:443", "https://x.org:8443/p", "http://x.org?q", "http://x.org#f",
             "http://a.b.c/%20x", "http://10.0.0.1/x", "http://127.0.0.1:8000/img.jpg", "https://x.org:99999/",
@@ -80,7 +80,7 @@ def test_fast_path_agrees_with_urlsplit():
         except ValueError:
             fast = "error"
         assert fast == slow, u
-    from transforms.url_safety import _refusal_general
+    from fusionweave.transforms.url_safety import _refusal_general
 
     for p in (AddressPolicy(allowed=("127.0.0.1",)), AddressPolicy()):
         for u in urls:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from trainers.stream import CorruptSample, Mixture, ResumableLoader, Sample, ShardStream, decode_sample
+from fusionweave.trainers.stream import CorruptSample, Mixture, ResumableLoader, Sample, ShardStream, decode_sample
 
 MANIFEST = Path("mcl_export") / "stages.json"
 FORMAT = "fusionweave.mcl-stages/1"

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.build_folder import MANIFEST
+from fusionweave.pipelines.build_folder import MANIFEST
 
 
 @dataclass(frozen=True)

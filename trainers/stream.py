@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch.utils.data as tud
 
-from trainers.shard_plan import Shard, collection_order, consumed_per_worker, plan_epoch, shard_counts
+from fusionweave.trainers.shard_plan import Shard, collection_order, consumed_per_worker, plan_epoch, shard_counts
 
 Sample = dict[str, Any]
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from transforms.image_validate import ImageLimits, validate_image
-from transforms.step import Step, reject
+from fusionweave.transforms.image_validate import ImageLimits, validate_image
+from fusionweave.transforms.step import Step, reject
 
 
 class DecodeValidate(Step):

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.step import Filter
-from transforms.url_safety import AddressPolicy, url_refusal
+from fusionweave.transforms.step import Filter
+from fusionweave.transforms.url_safety import AddressPolicy, url_refusal
 
 
 def _floats(batch: pa.Table, col: str) -> np.ndarray:

@@ -19,9 +19,10 @@ from typing import Any, Callable
 
 import yaml
 
-from transforms.boxes import format_box
+from fusionweave.configs import packaged
+from fusionweave.transforms.boxes import format_box
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "prompts" / "densefusion.yaml"
+DEFAULT_TEMPLATE = packaged("prompts/densefusion.yaml")
 VARIANTS = ("engine", "teacher")
 PLACEHOLDERS = ("alt_text", "tags", "detections", "ocr", "depth")
 _TOKEN = re.compile(r"\w+|[^\w\s]")

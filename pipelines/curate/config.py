@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from transforms.url_safety import AddressPolicy
+from fusionweave.transforms.url_safety import AddressPolicy
 
 
 class Strict(BaseModel):

@@ -17,16 +17,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.build_folder import StageFolder
-from pipelines.curate import metadata
-from pipelines.curate.config import CurateConfig
-from pipelines.curate.safe_http import classify_error, install
-from pipelines.engine import Engine
-from pipelines.partitioned import run_parts
-from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
-from pipelines.shard_source import Sample, iter_shard
-from transforms.image_validate import sniff_format
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.curate import metadata
+from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.curate.safe_http import classify_error, install
+from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_source import Sample, iter_shard
+from fusionweave.transforms.image_validate import sniff_format
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "download"
 CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark", "license",

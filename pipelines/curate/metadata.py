@@ -15,17 +15,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.build_folder import StageFolder
-from pipelines.curate.config import CurateConfig
-from pipelines.engine import Engine
-from pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
-from pipelines.partitioned import run_parts
-from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects
-from transforms.keys import key_for
-from transforms.laion_columns import MissingColumnsError, normalise
-from transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
-from transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats, stats_from_json, stats_to_json
-from transforms.url_safety import normalise_url
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects
+from fusionweave.transforms.keys import key_for
+from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
+from fusionweave.transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
+from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats, stats_from_json, stats_to_json
+from fusionweave.transforms.url_safety import normalise_url
 
 STAGE = "metadata"
 OUTPUT_COLUMNS = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark",

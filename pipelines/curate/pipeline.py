@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.curate import download, metadata, validate
-from pipelines.curate.config import CurateConfig
-from pipelines.engine import Engine
+from fusionweave.pipelines.curate import download, metadata, validate
+from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.engine import Engine
 
 STAGES: dict[str, Callable[[CurateConfig, Path, Engine], dict[str, Any]]] = {
     metadata.STAGE: metadata.run,

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from transforms.url_safety import AddressPolicy, url_refusal
+from fusionweave.transforms.url_safety import AddressPolicy, url_refusal
 
 
 class RefusedAddress(OSError):

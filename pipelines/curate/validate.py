@@ -16,17 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.build_folder import StageFolder
-from pipelines.curate import download
-from pipelines.curate.config import CurateConfig
-from pipelines.engine import Engine
-from pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
-from pipelines.partitioned import run_parts
-from pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
-from pipelines.shard_source import iter_image_samples
-from transforms.image_steps import DecodeValidate
-from transforms.image_validate import ImageLimits
-from transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.curate import download
+from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
+from fusionweave.pipelines.shard_source import iter_image_samples
+from fusionweave.transforms.image_steps import DecodeValidate
+from fusionweave.transforms.image_validate import ImageLimits
+from fusionweave.transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
 
 STAGE = "validate"
 ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.string()), ("caption", pa.string()),

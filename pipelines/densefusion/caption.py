@@ -20,17 +20,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from experts.captioners import CAPTION, ERROR, FINISH, Captioner
-from experts.pixels import error_text
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Batch, ModelEngine
-from pipelines.image_parts import gather, image_part_reader
-from pipelines.model_parts import run_model_parts
-from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
-from pipelines.shard_source import ImageSample, iter_image_samples
-from transforms.caption_qc import QcPolicy, summary
-from transforms.prompts import Priors, Template, fit, priors_json
-from transforms.step import StepStats, stats_to_json
+from fusionweave.experts.captioners import CAPTION, ERROR, FINISH, Captioner
+from fusionweave.experts.pixels import error_text
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Batch, ModelEngine
+from fusionweave.pipelines.image_parts import gather, image_part_reader
+from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
+from fusionweave.transforms.caption_qc import QcPolicy, summary
+from fusionweave.transforms.prompts import Priors, Template, fit, priors_json
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 READ_STEP = "read_shard"
 SFT_PROMPT = "engine_prompt"

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config_base import Strict, WorkerConfig
-from transforms.caption_qc import Action
-from transforms.prompts import DEFAULT_TEMPLATE
+from fusionweave.pipelines.config_base import Strict, WorkerConfig
+from fusionweave.transforms.caption_qc import Action
+from fusionweave.transforms.prompts import DEFAULT_TEMPLATE
 
 
 class CaptionerConfig(WorkerConfig):

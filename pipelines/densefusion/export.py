@@ -18,12 +18,12 @@ from typing import Any
 
 from PIL import Image
 
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine
-from pipelines.partitioned import run_parts
-from pipelines.shard_source import iter_image_samples
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.shard_source import iter_image_samples
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "export"
 JSONL, LLAVA, SFT = "densefusion.jsonl", "llava_pretrain.json", "teacher_sft.json"

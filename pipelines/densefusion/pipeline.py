@@ -5,18 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from experts.captioners import Captioner, PriorsTemplateCaptioner, TransformersCaptioner
-from experts.expert import ExpertError
-from experts.openai_captioner import OpenAICaptioner
-from experts.resolve import ModelNotFound
-from pipelines.build_folder import StageFolder
-from pipelines.densefusion import caption, export
-from pipelines.densefusion.config import CaptionerConfig, DenseFusionConfig
-from pipelines.engine import Engine, ModelEngine
-from pipelines.errors import BuildSetupError
-from pipelines.select.inputs import plan_parts
-from transforms.caption_qc import QcPolicy
-from transforms.prompts import PromptError, Template
+from fusionweave.experts.captioners import Captioner, PriorsTemplateCaptioner, TransformersCaptioner
+from fusionweave.experts.expert import ExpertError
+from fusionweave.experts.openai_captioner import OpenAICaptioner
+from fusionweave.experts.resolve import ModelNotFound
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.densefusion import caption, export
+from fusionweave.pipelines.densefusion.config import CaptionerConfig, DenseFusionConfig
+from fusionweave.pipelines.engine import Engine, ModelEngine
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.select.inputs import plan_parts
+from fusionweave.transforms.caption_qc import QcPolicy
+from fusionweave.transforms.prompts import PromptError, Template
 
 CAPTION, TEACHER, TEACHER_EXPORT = "caption", "teacher", "teacher_export"
 STAGES: dict[str, Callable[..., Any]] = {CAPTION: caption.run, TEACHER: caption.run, export.STAGE: export.run,

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config_base import Strict, WorkerConfig
-from transforms.mcl.record import MODALITIES
+from fusionweave.pipelines.config_base import Strict, WorkerConfig
+from fusionweave.transforms.mcl.record import MODALITIES
 
 Format = Literal["coco_caption", "vqa", "gqa", "msrvtt_caption", "video_qa", "audiocaps", "audiocaps_qa",
                  "audioset", "wavcaps", "clotho", "clotho_aqa", "cc3m", "llava_instruct", "scene_labels",

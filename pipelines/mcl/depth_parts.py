@@ -9,17 +9,17 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from experts.base import Batch, Stage
-from experts.depth import PNG, DepthExpert
-from experts.expert import result_column
-from pipelines.build_folder import StageFolder
-from pipelines.mcl.config import MclConfig
-from pipelines.mcl.media import MediaError, preprocessing, valid_image
-from pipelines.mcl.parts import MediaStats
-from pipelines.mcl.write import finish_part, reject
-from pipelines.model_parts import chunk_columns
-from transforms.mcl.record import Record
-from transforms.step import StepStats
+from fusionweave.experts.base import Batch, Stage
+from fusionweave.experts.depth import PNG, DepthExpert
+from fusionweave.experts.expert import result_column
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.mcl.media import MediaError, preprocessing, valid_image
+from fusionweave.pipelines.mcl.parts import MediaStats
+from fusionweave.pipelines.mcl.write import finish_part, reject
+from fusionweave.pipelines.model_parts import chunk_columns
+from fusionweave.transforms.mcl.record import Record
+from fusionweave.transforms.step import StepStats
 
 READ_ERROR, READ_DETAIL, RECORD, EXT = "_read_error", "_read_detail", "_record", "_ext"
 

@@ -10,12 +10,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import StageFolder
-from pipelines.mcl.config import MclConfig
-from pipelines.mcl.sources import SPECS
-from pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.mcl.sources import SPECS
+from fusionweave.pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "mcl_export"
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from transforms.mcl.record import Record
+from fusionweave.transforms.mcl.record import Record
 
 
 def reject(rec: Record, step: str, reason: str, detail: str) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.mcl.config import MclConfig
-from transforms.image_validate import ImageLimits, validate_image
-from transforms.mcl import audio_fbank, pointcloud, video_frames
-from transforms.mcl.record import Record
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.transforms.image_validate import ImageLimits, validate_image
+from fusionweave.transforms.mcl import audio_fbank, pointcloud, video_frames
+from fusionweave.transforms.mcl.record import Record
 
 class MediaError(ValueError):
     def __init__(self, reason: str, detail: str):

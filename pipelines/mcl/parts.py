@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from transforms.mcl.record import MODALITIES, Record
+from fusionweave.transforms.mcl.record import MODALITIES, Record
 
 
 def plan_parts(records: list[Record], roots: dict[str, Path], shard_size: int) -> list[dict[str, Any]]:

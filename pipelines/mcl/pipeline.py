@@ -16,22 +16,22 @@ from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
-from experts.expert import ExpertError
-from experts.resolve import ModelNotFound
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine, ModelEngine
-from pipelines.errors import BuildSetupError
-from pipelines.mcl import depth_parts, export, hygiene
-from pipelines.mcl.config import MclConfig
-from pipelines.mcl.parts import build_summary, plan_parts
-from pipelines.mcl.sources import SPECS, read_source
-from pipelines.mcl.write import write_part
-from pipelines.model_parts import run_model_parts
-from pipelines.partitioned import run_parts
-from pipelines.shard_sink import make_rejects, write_rejects
-from transforms.mcl.record import Record
-from transforms.step import StepStats, stats_to_json
+from fusionweave.experts.expert import ExpertError
+from fusionweave.experts.resolve import ModelNotFound
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Engine, ModelEngine
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.mcl import depth_parts, export, hygiene
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.mcl.parts import build_summary, plan_parts
+from fusionweave.pipelines.mcl.sources import SPECS, read_source
+from fusionweave.pipelines.mcl.write import write_part
+from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.shard_sink import make_rejects, write_rejects
+from fusionweave.transforms.mcl.record import Record
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "mcl"
 STAGES = {STAGE: None, export.STAGE: None}

@@ -211,7 +211,7 @@ def generate(out: Path, depth_model: Path | None = None, seed: int = 0) -> Path:
     out = Path(out).resolve()
     sources = image_data(out) + video_data(out) + audio_data(out) + depth_data(out) + pointcloud_data(out)
     if depth_model is None:
-        from experts.tiny_models import TINY_MODELS
+        from fusionweave.experts.tiny_models import TINY_MODELS
 
         depth_model = out / "models" / "depth"
         if not depth_model.exists():

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from pipelines.mcl.config import MclConfig
-from pipelines.mcl.sources import SPECS
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.mcl.sources import SPECS
 
 STAGES_FILE = "stages.json"
 FORMAT = "fusionweave.mcl-stages/1"

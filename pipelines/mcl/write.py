@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.atomic import write_bytes_atomic
-from pipelines.build_folder import StageFolder
-from pipelines.mcl.config import MclConfig
-from pipelines.mcl.media import BUILDERS, MediaError, preprocessing
-from pipelines.mcl.parts import MediaStats, part_info
-from pipelines.shard_sink import make_rejects, write_rejects, write_shard
-from transforms.mcl.record import Record
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.mcl.media import BUILDERS, MediaError, preprocessing
+from fusionweave.pipelines.mcl.parts import MediaStats, part_info
+from fusionweave.pipelines.shard_sink import make_rejects, write_rejects, write_shard
+from fusionweave.transforms.mcl.record import Record
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 RECORDS = "_records"
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from experts.base import Batch, Stage
-from experts.depth import DETECTIONS, DepthExpert
-from experts.expert import Expert, read_results
-from experts.ocr import OcrExpert
-from experts.owl_detector import OwlDetector
-from experts.tagger import Tagger
-from experts.yolo_detector import YoloDetector, YoloWorldDetector
-from pipelines.perceive.config import BoxesConfig, PerceiveConfig
-from transforms.boxes import cap_balanced, nms_merge
+from fusionweave.experts.base import Batch, Stage
+from fusionweave.experts.depth import DETECTIONS, DepthExpert
+from fusionweave.experts.expert import Expert, read_results
+from fusionweave.experts.ocr import OcrExpert
+from fusionweave.experts.owl_detector import OwlDetector
+from fusionweave.experts.tagger import Tagger
+from fusionweave.experts.yolo_detector import YoloDetector, YoloWorldDetector
+from fusionweave.pipelines.perceive.config import BoxesConfig, PerceiveConfig
+from fusionweave.transforms.boxes import cap_balanced, nms_merge
 
 DETECTORS = ("detector", "ovd")
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.config_base import Strict, WorkerConfig
+from fusionweave.pipelines.config_base import Strict, WorkerConfig
 
 
 class ExpertConfig(WorkerConfig):

@@ -4,15 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from experts.expert import Expert, ExpertError
-from experts.resolve import ModelNotFound
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine, ModelEngine
-from pipelines.errors import BuildSetupError
-from pipelines.perceive import stage
-from pipelines.perceive.chain import build_experts
-from pipelines.perceive.config import PerceiveConfig
-from pipelines.select.inputs import plan_parts
+from fusionweave.experts.expert import Expert, ExpertError
+from fusionweave.experts.resolve import ModelNotFound
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Engine, ModelEngine
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.perceive import stage
+from fusionweave.pipelines.perceive.chain import build_experts
+from fusionweave.pipelines.perceive.config import PerceiveConfig
+from fusionweave.pipelines.select.inputs import plan_parts
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {stage.STAGE: stage.run}
 DEFAULT_INPUTS = ("select", "validate")  # this build folder's select output, else curate's

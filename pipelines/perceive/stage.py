@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from experts.depth import DETECTIONS, PNG
-from experts.expert import Expert, result_column
-from experts.pixels import error_text
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Batch, ModelEngine
-from pipelines.image_parts import gather, image_part_reader
-from pipelines.model_parts import run_model_parts
-from pipelines.perceive.config import PerceiveConfig
-from pipelines.perceive.chain import MergeDetections, build_chain
-from pipelines.shard_sink import shard_name, write_rejects, write_shard
-from pipelines.shard_source import ImageSample
-from transforms.step import StepStats, stats_to_json
+from fusionweave.experts.depth import DETECTIONS, PNG
+from fusionweave.experts.expert import Expert, result_column
+from fusionweave.experts.pixels import error_text
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Batch, ModelEngine
+from fusionweave.pipelines.image_parts import gather, image_part_reader
+from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.pipelines.perceive.config import PerceiveConfig
+from fusionweave.pipelines.perceive.chain import MergeDetections, build_chain
+from fusionweave.pipelines.shard_sink import shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_source import ImageSample
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "perceive"
 READ_STEP = "read_image"

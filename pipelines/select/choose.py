@@ -18,16 +18,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Engine
-from pipelines.partitioned import run_parts
-from pipelines.select import cluster, embed
-from pipelines.select.config import SelectConfig
-from pipelines.select.summary import summarise
-from pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
-from pipelines.shard_source import iter_image_samples
-from transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.select import cluster, embed
+from fusionweave.pipelines.select.config import SelectConfig
+from fusionweave.pipelines.select.summary import summarise
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_source import iter_image_samples
+from fusionweave.transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "select"
 DUPLICATE = "semantic_duplicate"

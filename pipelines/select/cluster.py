@@ -16,16 +16,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.atomic import atomic_path, write_bytes_atomic
-from pipelines.build_folder import StageFolder
-from pipelines.engine import ModelEngine, Shared
-from pipelines.errors import BuildSetupError
-from pipelines.partitioned import run_parts
-from pipelines.select import embed
-from pipelines.select.config import ClusterConfig
-from pipelines.shard_sink import write_parquet
-from transforms import kmeans
-from transforms.step import StepStats, stats_to_json
+from fusionweave.pipelines.atomic import atomic_path, write_bytes_atomic
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import ModelEngine, Shared
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.select import embed
+from fusionweave.pipelines.select.config import ClusterConfig
+from fusionweave.pipelines.shard_sink import write_parquet
+from fusionweave.transforms import kmeans
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "cluster"
 CENTROIDS = "centroids.npy"

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipelines.config_base import Strict, WorkerConfig
+from fusionweave.pipelines.config_base import Strict, WorkerConfig
 
 FAITHFUL_CLUSTERS = 50_000
 IMAGES_PER_CLUSTER = 10_000

@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
-from experts.resolve import resolve_model
-from pipelines.build_folder import StageFolder
-from pipelines.engine import Batch, ModelEngine
-from pipelines.image_parts import image_part_reader, read_record
-from pipelines.model_parts import run_model_parts
-from pipelines.select.config import EmbedConfig, SelectConfig
-from pipelines.shard_sink import shard_name, write_parquet, write_rejects
-from pipelines.shard_source import ImageSample
-from transforms.step import StepStats, stats_to_json
+from fusionweave.experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
+from fusionweave.experts.resolve import resolve_model
+from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.engine import Batch, ModelEngine
+from fusionweave.pipelines.image_parts import image_part_reader, read_record
+from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.pipelines.select.config import EmbedConfig, SelectConfig
+from fusionweave.pipelines.shard_sink import shard_name, write_parquet, write_rejects
+from fusionweave.pipelines.shard_source import ImageSample
+from fusionweave.transforms.step import StepStats, stats_to_json
 
 STAGE = "embed"
 STEP = "embed"

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.build_folder import MANIFEST
-from pipelines.errors import BuildSetupError
-from pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.build_folder import MANIFEST
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.shard_source import Sample, iter_shard
 
 
 class InputError(BuildSetupError):

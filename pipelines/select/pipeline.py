@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from experts.embedder import EmbedderError, model_type
-from experts.resolve import resolve_model
-from pipelines.engine import Engine, ModelEngine
-from pipelines.errors import BuildSetupError
-from pipelines.select import choose, cluster, embed
-from pipelines.select.config import SelectConfig
-from pipelines.select.inputs import count_samples, plan_parts
+from fusionweave.experts.embedder import EmbedderError, model_type
+from fusionweave.experts.resolve import resolve_model
+from fusionweave.pipelines.engine import Engine, ModelEngine
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.select import choose, cluster, embed
+from fusionweave.pipelines.select.config import SelectConfig
+from fusionweave.pipelines.select.inputs import count_samples, plan_parts
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {embed.STAGE: embed.run, cluster.STAGE: cluster.run,
                                                    choose.STAGE: choose.run}
@@ -34,7 +34,7 @@ def check(cfg: SelectConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def embed_done(out: Path) -> bool:
-    from pipelines.build_folder import StageFolder
+    from fusionweave.pipelines.build_folder import StageFolder
 
     return StageFolder(out, embed.STAGE).is_complete()
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipelines.atomic import atomic_path
-from pipelines.build_folder import StageFolder
+from fusionweave.pipelines.atomic import atomic_path
+from fusionweave.pipelines.build_folder import StageFolder
 
 PLOT = "cluster_sizes.png"
 SIZE_BINS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000]

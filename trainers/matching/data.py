@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipelines.shard_sink import shard_name, write_shard
+from fusionweave.pipelines.shard_sink import shard_name, write_shard
 
 CAPS = 5
 KARPATHY_SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.matching.encoders import l2norm, mean_words, word_mask
+from fusionweave.trainers.matching.encoders import l2norm, mean_words, word_mask
 
 
 class Cosine(nn.Module):

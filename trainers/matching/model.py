@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from trainers.matching.encoders import RegionEncoder, TextEncoder, contrastive_loss
-from trainers.matching.heads import GSSF, RCAR, SAF, SGR, Cosine
+from fusionweave.trainers.matching.encoders import RegionEncoder, TextEncoder, contrastive_loss
+from fusionweave.trainers.matching.heads import GSSF, RCAR, SAF, SGR, Cosine
 
 HEADS = {"vse": Cosine, "gssf": GSSF, "sgr": SGR, "saf": SAF, "rcar": RCAR}
 

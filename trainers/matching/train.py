@@ -20,11 +20,11 @@ import torch
 from pydantic import Field
 from tqdm import tqdm
 
-from pipelines.config_base import Strict
-from trainers.matching.encoders import Vocab, contrastive_loss
-from trainers.matching.evaluate import coco_1k, recall, save_sims
-from trainers.matching.model import DBL, MatchingModel
-from trainers.stream import ResumableLoader, ShardStream
+from fusionweave.pipelines.config_base import Strict
+from fusionweave.trainers.matching.encoders import Vocab, contrastive_loss
+from fusionweave.trainers.matching.evaluate import coco_1k, recall, save_sims
+from fusionweave.trainers.matching.model import DBL, MatchingModel
+from fusionweave.trainers.stream import ResumableLoader, ShardStream
 
 METHODS = ("vse", "gssf", "sgr", "saf", "rcar", "dbl")
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")

@@ -28,7 +28,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transforms.keys import key_for
+from fusionweave.transforms.keys import key_for
 
 MODALITIES = ("image", "video", "audio", "depth", "pointcloud")
 TASKS = ("caption", "qa", "cls")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.mcl.sources import audio, depth, image, pointcloud, video
-from pipelines.mcl.sources.spec import Spec, build_records
-from transforms.mcl.record import Record
+from fusionweave.pipelines.mcl.sources import audio, depth, image, pointcloud, video
+from fusionweave.pipelines.mcl.sources.spec import Spec, build_records
+from fusionweave.transforms.mcl.record import Record
 
 SPECS: dict[str, Spec] = {**image.SPECS, **video.SPECS, **audio.SPECS, **depth.SPECS, **pointcloud.SPECS}
 

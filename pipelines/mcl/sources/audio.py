@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from pipelines.mcl.sources.spec import Spec
-from pipelines.mcl.sources.tables import (Bad, Row, as_list, csv_rows, json_entries, load_json, texts, to_csv,
+from fusionweave.pipelines.mcl.sources.spec import Spec
+from fusionweave.pipelines.mcl.sources.tables import (Bad, Row, as_list, csv_rows, json_entries, load_json, texts, to_csv,
                                           to_json)
 
 CLOTHO_CAPTIONS = tuple(f"caption_{i}" for i in range(1, 6))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from pipelines.mcl.sources.audio import csv_export, csv_source
-from pipelines.mcl.sources.spec import Spec
-from pipelines.mcl.sources.tables import Bad, Row, as_list, json_entries, load_json, read_text, to_json
+from fusionweave.pipelines.mcl.sources.audio import csv_export, csv_source
+from fusionweave.pipelines.mcl.sources.spec import Spec
+from fusionweave.pipelines.mcl.sources.tables import Bad, Row, as_list, json_entries, load_json, read_text, to_json
 
 IMAGE_TOKEN = "<image>"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from pipelines.errors import BuildSetupError
-from pipelines.mcl.sources.spec import Spec
-from pipelines.mcl.sources.tables import Bad, Row, as_list, json_entries, load_json, texts, to_json
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.mcl.sources.spec import Spec
+from fusionweave.pipelines.mcl.sources.tables import Bad, Row, as_list, json_entries, load_json, texts, to_json
 
 
 def coco_rows(src: Any) -> Iterator[Row | Bad]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from pipelines.mcl.sources.audio import csv_export
-from pipelines.mcl.sources.depth import scene_classes
-from pipelines.mcl.sources.spec import Spec
-from pipelines.mcl.sources.tables import Bad, Row, csv_rows, read_text
+from fusionweave.pipelines.mcl.sources.audio import csv_export
+from fusionweave.pipelines.mcl.sources.depth import scene_classes
+from fusionweave.pipelines.mcl.sources.spec import Spec
+from fusionweave.pipelines.mcl.sources.tables import Bad, Row, csv_rows, read_text
 
 CAP3D = ("sample_id", "caption")
 CAP3D_QA = ("sample_id", "question", "answer")

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Callable, Iterator
 
-from pipelines.config_base import Strict
-from pipelines.errors import BuildSetupError
-from pipelines.mcl.sources.tables import Bad, Row, load_json
-from transforms.keys import key_for
-from transforms.mcl.record import Record
+from fusionweave.pipelines.config_base import Strict
+from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.mcl.sources.tables import Bad, Row, load_json
+from fusionweave.transforms.keys import key_for
+from fusionweave.transforms.mcl.record import Record
 
 
 def _none(row: Row) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipelines.errors import BuildSetupError
+from fusionweave.pipelines.errors import BuildSetupError
 
 
 @dataclass(frozen=True)
