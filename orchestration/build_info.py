@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.atomic import is_tmp, write_bytes_atomic
 
 PACKAGES = ["fusionweave", "ray", "pyarrow", "webdataset", "img2dataset", "pillow", "numpy", "pydantic", "imagehash",
             "apache-beam", "torch", "transformers", "huggingface_hub"]
@@ -40,6 +40,20 @@ def code_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         pass
     return None
+
+
+def check_build_folder(out: Path) -> None:
+    """Refuse an --out that cannot be this build's folder, before any work: a file, or a folder
+    that holds something but no build.json (another tool's output, or a build whose record was
+    lost: its stage folders would otherwise be taken as this build's completed stages)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigMismatch(f"--out {out} is a file, not a build folder; name a new or existing build folder")
+    if out.is_dir() and not (out / "build.json").exists():
+        found = sorted(p.name for p in out.iterdir() if not is_tmp(p.name))
+        if found:
+            raise ConfigMismatch(
+                f"--out {out} is not empty ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}) but has no "
+                f"build.json, so it is not a fusionweave build folder that can be resumed; use a new --out")
 
 
 def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],

@@ -93,6 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def io_failure(err: BaseException, folder: Path | None = None) -> str | None:
+    """One line for an I/O failure (full disk, permissions, a read-only or vanished folder),
+    found anywhere in the chain of causes: engines wrap a worker's OSError in their own errors.
+    `folder` (the command's --out) is named when the error does not say which file failed."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        inner = getattr(cur, "cause", None)  # Ray's RayTaskError carries the worker's exception here
+        if isinstance(cur, OSError) and not isinstance(inner, BaseException) and cur.errno is not None:
+            where = Path(cur.filename).parent if cur.filename else folder
+            what = cur.strerror or str(cur)
+            return f"I/O error in {where}: {what}" if where else f"I/O error: {what}"
+        cur = inner if isinstance(inner, BaseException) else (cur.__cause__ or cur.__context__)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("faiss.loader", "httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
@@ -112,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildSetupError, ConfigMismatch, ModelNotFound) as err:
         print(f"fusionweave: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - I/O failures get one line; anything else stays a bug report
+        io = io_failure(err, getattr(args, "out", None))
+        if io is None:
+            raise
+        print(f"fusionweave: {io}; fix that, then rerun the same command to resume", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: nothing partial is visible, the rerun resumes
     except KeyboardInterrupt:
         print("fusionweave: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fusionweave.configs import packaged
 from fusionweave.orchestration import report
-from fusionweave.orchestration.build_info import write_build_json
+from fusionweave.orchestration.build_info import check_build_folder, write_build_json
 from fusionweave.orchestration.config import ConfigError, Recipe, load_recipe, section
 from fusionweave.orchestration.ray_engine import RayEngine
 from fusionweave.pipelines.curate import pipeline as curate_pipeline
@@ -36,6 +36,7 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
     """Validate everything, record build.json, run the stages, then print and save the report."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"unknown pipeline {pipeline!r}; available: {sorted(PIPELINES)}")
+    check_build_folder(out)
     mod = PIPELINES[pipeline]
     cfg = section(recipe, pipeline)
     if "seed" in type(cfg).model_fields and cfg.seed is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fusionweave.transforms.url_safety import AddressPolicy
 
@@ -32,11 +32,18 @@ class MetadataConfig(Strict):
     max_aspect_ratio: float | None = Field(None, gt=1.0)
     max_punsafe: float | None = Field(None, ge=0.0, le=1.0)
     max_pwatermark: float | None = Field(None, ge=0.0, le=1.0)
-    min_similarity: float | None = None
+    min_similarity: float | None = Field(None, ge=-1.0, le=1.0, description="image-text cosine similarity floor")
     caption_min_chars: int = Field(1, ge=0)
     caption_max_chars: int = Field(4096, gt=0)
     dedup_urls: bool = True
     dedup_buckets: int = Field(64, gt=0)
+
+    @model_validator(mode="after")
+    def _caption_range(self) -> "MetadataConfig":
+        if self.caption_min_chars > self.caption_max_chars:
+            raise ValueError(f"caption_min_chars ({self.caption_min_chars}) is above caption_max_chars "
+                             f"({self.caption_max_chars}): every row would be rejected")
+        return self
 
     @field_validator("input")
     @classmethod

@@ -18,7 +18,7 @@ class CaptionerConfig(WorkerConfig):
     base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang)")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")
     max_new_tokens: int = Field(512, gt=0)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     requests: int = Field(8, gt=0, description="openai: concurrent requests per worker")

@@ -7,7 +7,7 @@ each centroid. `clusters: auto` keeps the paper's ratio (500M images / 50,000 cl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -26,7 +26,7 @@ class EmbedConfig(WorkerConfig):
 
 
 class ClusterConfig(Strict):
-    clusters: int | Literal["auto"] = "auto"
+    clusters: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     train_sample: int = Field(1_000_000, gt=0, description="embeddings k-means is trained on (seeded sample)")
     niter: int = Field(20, gt=0)
     nredo: int = Field(1, gt=0, description="k-means restarts; the best objective is kept")
@@ -38,13 +38,6 @@ class ClusterConfig(Strict):
             return max(1, min(FAITHFUL_CLUSTERS, n // IMAGES_PER_CLUSTER))
         return self.clusters
 
-    @field_validator("clusters")
-    @classmethod
-    def _positive(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be at least 1")
-        return v
-
 
 class SemDedupConfig(Strict):
     enabled: bool = True
@@ -53,7 +46,7 @@ class SemDedupConfig(Strict):
     # its centroid ("farthest"); "nearest" keeps the most typical one; "random" is seeded
     keep: Literal["farthest", "nearest", "random"] = "farthest"
     block_size: int = Field(4096, gt=0, description="rows per block of the pairwise similarity matrix")
-    report_eps: list[float] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4]
+    report_eps: list[Annotated[float, Field(gt=0, lt=2)]] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4]
 
 
 class TopNConfig(Strict):
