@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, type=Path, help="build folder")
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
                    help="override a config field (repeatable)")
+    b.add_argument("--input", dest="inputs", action="append", type=Path, default=None, metavar="PATH",
+                   help="shards to read (repeatable): a stage folder, a folder of shards or shard files; default: "
+                        "the stage of this build folder the pipeline follows (curate: the parquet in the recipe)")
     b.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
     b.add_argument("--engine", choices=["ray", "beam"], default="ray",
                    help="engine for the metadata stage (the other stages always run on Ray)")

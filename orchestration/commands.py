@@ -17,6 +17,7 @@ from fusionweave.pipelines.curate import pipeline as curate_pipeline
 from fusionweave.pipelines.densefusion import pipeline as densefusion_pipeline
 from fusionweave.pipelines.mcl import pipeline as mcl_pipeline
 from fusionweave.pipelines.perceive import pipeline as perceive_pipeline
+from fusionweave.pipelines.upstream import input_paths
 from fusionweave.pipelines.select import pipeline as select_pipeline
 
 PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline,
@@ -41,6 +42,9 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
     cfg = section(recipe, pipeline)
     if "seed" in type(cfg).model_fields and cfg.seed is None:
         cfg = cfg.model_copy(update={"seed": recipe.seed})  # recorded resolved in build.json
+    upstream = getattr(mod, "UPSTREAM", None)
+    if upstream is not None:  # the shards actually read are recorded in build.json, never a silent fallback
+        cfg = cfg.model_copy(update={"input": input_paths(cfg.input, out, upstream, pipeline)})
     if hasattr(mod, "check"):
         mod.check(cfg, out)  # everything knowable before work: inputs, models, sizes
     if stages:
@@ -69,8 +73,19 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
     return results
 
 
+def input_override(pipeline: str, inputs: list[Path] | None) -> list[str]:
+    """`--input PATH ...` as the `--set` of the pipeline's input field (JSON is valid YAML, so any
+    path survives the override parser)."""
+    if not inputs:
+        return []
+    if pipeline == "mcl":
+        raise ConfigError("--input: the mcl build reads the sources named in its recipe (mcl.sources)")
+    field = "curate.metadata.input" if pipeline == "curate" else f"{pipeline}.input"
+    return [f"{field}={json.dumps([str(p) for p in inputs])}"]
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.config, args.overrides)
+    recipe = load_recipe(args.config, [*args.overrides, *input_override(args.pipeline, args.inputs)])
     stages = args.stages.split(",") if args.stages else None
     run_build(args.pipeline, recipe, args.out, args, stages)
     return 0

@@ -71,9 +71,8 @@ def test_wheel_install_runs_outside_the_checkout(wheel: Path, tmp_path: Path) ->
                                capture_output=True, text=True, check=True).stdout.strip())
     # a plain path entry: this environment's packages, without its editable finder for fusionweave
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(venv), str(wheel)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # unpacked by hand: `pip install --prefix` would first uninstall this environment's own fusionweave
+    zipfile.ZipFile(wheel).extractall(site)
     code = ("import fusionweave.orchestration.cli as c, fusionweave.configs as k, fusionweave.transforms.prompts as p;"
             "assert k.packaged('demo.yaml').is_file() and p.DEFAULT_TEMPLATE.is_file();"
             "print(c.__file__); p.Template.load()")

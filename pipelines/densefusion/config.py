@@ -56,7 +56,7 @@ class ExportConfig(Strict):
 
 
 class DenseFusionConfig(Strict):
-    input: list[Path] | None = Field(None, description="default: this build's perceive, else select, else validate")
+    input: list[Path] | None = Field(None, description="shards to caption; default: this build folder's `perceive` stage, which must be complete")
     seed: int | None = None
     template: Path = DEFAULT_TEMPLATE
     token_budget: int | None = Field(1024, gt=0, description="prompt tokens; priors are dropped to fit")

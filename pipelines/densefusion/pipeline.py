@@ -9,31 +9,24 @@ from fusionweave.experts.captioners import Captioner, PriorsTemplateCaptioner, T
 from fusionweave.experts.expert import ExpertError
 from fusionweave.experts.openai_captioner import OpenAICaptioner
 from fusionweave.experts.resolve import ModelNotFound
-from fusionweave.pipelines.build_folder import StageFolder
 from fusionweave.pipelines.densefusion import caption, export
 from fusionweave.pipelines.densefusion.config import CaptionerConfig, DenseFusionConfig
 from fusionweave.pipelines.engine import Engine, ModelEngine
 from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.select.inputs import plan_parts
+from fusionweave.pipelines.upstream import input_paths
 from fusionweave.transforms.caption_qc import QcPolicy
 from fusionweave.transforms.prompts import PromptError, Template
 
 CAPTION, TEACHER, TEACHER_EXPORT = "caption", "teacher", "teacher_export"
 STAGES: dict[str, Callable[..., Any]] = {CAPTION: caption.run, TEACHER: caption.run, export.STAGE: export.run,
                                          TEACHER_EXPORT: export.run}
-DEFAULT_INPUTS = ("perceive", "select", "validate")
+UPSTREAM = "perceive"  # this build folder's priors; anything else is named with --input
 FINAL = CAPTION  # the dataset's shards; the exports are files next to them
 
 
 def stages_for(cfg: DenseFusionConfig) -> list[str]:
     return [s for s in STAGES if cfg.teacher.enabled or s not in (TEACHER, TEACHER_EXPORT)]
-
-
-def default_input(out: Path) -> Path:
-    for name in DEFAULT_INPUTS:
-        if StageFolder(out, name).is_complete():
-            return Path(out) / name
-    return Path(out) / DEFAULT_INPUTS[0]
 
 
 def make_captioner(c: CaptionerConfig, out: Path, trust_remote_code: bool, cache_name: str) -> Captioner:
@@ -68,7 +61,7 @@ def templates(cfg: DenseFusionConfig) -> tuple[Template, Template]:
 
 
 def check(cfg: DenseFusionConfig, out: Path) -> list[dict[str, Any]]:
-    parts = plan_parts(cfg.input or [default_input(out)])
+    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "densefusion"))
     templates(cfg)
     captioners(cfg, out)
     return parts

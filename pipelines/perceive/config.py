@@ -68,8 +68,8 @@ class DepthConfig(ExpertConfig):
 
 
 class PerceiveConfig(Strict):
-    input: list[Path] | None = Field(None, description="stage folders, folders of .tar or .tar files; default: "
-                                                       "this build's select output, else its validate output")
+    input: list[Path] | None = Field(None, description="stage folders, folders of shards or shard files; "
+                                                       "default: this build folder's `select` stage, which must be complete")
     read_cpus: float = Field(0.5, gt=0, description="per read / decode / preprocess task")
     chunk_size: int = Field(8, gt=0, description="images per reader chunk")
     trust_remote_code: bool = False

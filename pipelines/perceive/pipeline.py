@@ -6,23 +6,16 @@ from typing import Any, Callable
 
 from fusionweave.experts.expert import Expert, ExpertError
 from fusionweave.experts.resolve import ModelNotFound
-from fusionweave.pipelines.build_folder import StageFolder
 from fusionweave.pipelines.engine import Engine, ModelEngine
 from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.perceive import stage
 from fusionweave.pipelines.perceive.chain import build_experts
 from fusionweave.pipelines.perceive.config import PerceiveConfig
 from fusionweave.pipelines.select.inputs import plan_parts
+from fusionweave.pipelines.upstream import input_paths
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {stage.STAGE: stage.run}
-DEFAULT_INPUTS = ("select", "validate")  # this build folder's select output, else curate's
-
-
-def default_input(out: Path) -> Path:
-    for name in DEFAULT_INPUTS:
-        if StageFolder(out, name).is_complete():
-            return Path(out) / name
-    return Path(out) / DEFAULT_INPUTS[0]
+UPSTREAM = "select"  # this build folder's selected set; anything else is named with --input
 
 
 def experts_checked(cfg: PerceiveConfig) -> list[Expert]:
@@ -39,12 +32,12 @@ def experts_checked(cfg: PerceiveConfig) -> list[Expert]:
 
 
 def check(cfg: PerceiveConfig, out: Path) -> list[dict[str, Any]]:
-    parts = plan_parts(cfg.input or [default_input(out)])
+    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "perceive"))
     experts_checked(cfg)
     return parts
 
 
 def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
         stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
-    parts = plan_parts(cfg.input or [default_input(out)])
+    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "perceive"))
     return {stage.STAGE: stage.run(cfg, out, engine, parts, experts_checked(cfg))}

@@ -56,7 +56,7 @@ class TopNConfig(Strict):
 
 class SelectConfig(Strict):
     input: list[Path] | None = Field(None, description="curated shards: a stage folder, a folder of .tar, or "
-                                                       "tar files; default OUT/validate")
+                                                       "tar files; default: this build folder's `validate` stage, which must be complete")
     seed: int | None = Field(None, description="default: the recipe's seed")
     embed: EmbedConfig
     cluster: ClusterConfig = ClusterConfig()

@@ -11,15 +11,16 @@ from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.select import choose, cluster, embed
 from fusionweave.pipelines.select.config import SelectConfig
 from fusionweave.pipelines.select.inputs import count_samples, plan_parts
+from fusionweave.pipelines.upstream import input_paths
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {embed.STAGE: embed.run, cluster.STAGE: cluster.run,
                                                    choose.STAGE: choose.run}
-DEFAULT_INPUT = "validate"  # the curate build's final stage in the same build folder
+UPSTREAM = "validate"  # the curate build's final stage in the same build folder
 
 
 def check(cfg: SelectConfig, out: Path) -> list[dict[str, Any]]:
     """Everything that can be known before any work: inputs exist, and k fits the input."""
-    parts = plan_parts(cfg.input or [Path(out) / DEFAULT_INPUT])
+    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "select"))
     if not embed_done(out):
         try:
             model_type(resolve_model(cfg.embed.model, cfg.embed.revision))
