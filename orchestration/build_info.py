@@ -58,7 +58,7 @@ def check_build_folder(out: Path) -> None:
 
 def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],
                      card: dict[str, Any] | None = None, stages: list[str] | None = None,
-                     final: str | None = None) -> dict[str, Any]:
+                     final: str | None = None, inputs: list[str] | None = None) -> dict[str, Any]:
     """Write build.json, or check it: resuming into a folder built with another config would
     mix two datasets, so that is refused."""
     path = out / "build.json"
@@ -72,6 +72,8 @@ def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int
         old = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     info = {**old, "seed": seed, "versions": versions(), "code_revision": code_revision(), "argv": argv,
             "pipelines": {**old.get("pipelines", {}), pipeline: config}, "card": card or old.get("card") or {}}
+    if inputs is not None:  # the shards this pipeline actually read (its upstream stage, or --input)
+        info["inputs"] = {**old.get("inputs", {}), pipeline: inputs}
     if stages:
         prior = old.get("outputs", {})
         # the order pipelines ran in (each reads the one before); build.json's keys are sorted

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -37,22 +38,25 @@ def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace
     """Validate everything, record build.json, run the stages, then print and save the report."""
     if pipeline not in PIPELINES:
         raise ConfigError(f"unknown pipeline {pipeline!r}; available: {sorted(PIPELINES)}")
+    out = Path(os.path.abspath(out))  # workers do not share the driver's working directory
     check_build_folder(out)
     mod = PIPELINES[pipeline]
     cfg = section(recipe, pipeline)
     if "seed" in type(cfg).model_fields and cfg.seed is None:
         cfg = cfg.model_copy(update={"seed": recipe.seed})  # recorded resolved in build.json
+    recorded, inputs = cfg, None
     upstream = getattr(mod, "UPSTREAM", None)
     if upstream is not None:  # the shards actually read are recorded in build.json, never a silent fallback
         cfg = cfg.model_copy(update={"input": input_paths(cfg.input, out, upstream, pipeline)})
+        inputs = [str(p) for p in cfg.input]
     if hasattr(mod, "check"):
         mod.check(cfg, out)  # everything knowable before work: inputs, models, sizes
     if stages:
         unknown = [s for s in stages if s not in mod.STAGES]
         if unknown:
             raise ConfigError(f"--stages: unknown stage(s) {unknown}; {pipeline} has {list(mod.STAGES)}")
-    write_build_json(out, pipeline, cfg.model_dump(mode="json", by_alias=True), recipe.seed, sys.argv,
-                     card=recipe.card.model_dump(),
+    write_build_json(out, pipeline, recorded.model_dump(mode="json", by_alias=True), recipe.seed, sys.argv,
+                     card=recipe.card.model_dump(), inputs=inputs,
                      stages=list(mod.stages_for(cfg)) if hasattr(mod, "stages_for") else list(mod.STAGES),
                      final=getattr(mod, "FINAL", None))
     t0 = time.perf_counter()

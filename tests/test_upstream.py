@@ -71,3 +71,33 @@ def test_input_flag_is_the_recorded_input(tmp_path: Path) -> None:
     assert json.loads((out / "build.json").read_text())["pipelines"]["curate"]["metadata"]["input"] == [str(p)]
     r = cli("build", "mcl", "--config", str(cfg), "--out", str(tmp_path / "m"), "--input", str(p))
     assert r.returncode == 2 and "mcl.sources" in r.stderr
+
+
+def test_the_upstream_read_is_recorded(tmp_path: Path) -> None:
+    """perceive (RapidOCR only) with no input reads OUT/select and build.json says so (the config stays as
+    given)."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    out = tmp_path / "out"
+    write_build_json(out, "select", {}, 0, ["x"])
+    sel = out / "select"
+    sel.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, "JPEG")
+    with wds.TarWriter(str(sel / "shard-000000.tar")) as w:
+        w.write({"__key__": "k0", "jpg": buf.getvalue(), "json": b"{}"})
+    (sel / "_manifest.jsonl").write_text(json.dumps({"part": "000000", "shard": "shard-000000.tar", "count": 1}) + "\n")
+    (sel / "_stats.json").write_text(json.dumps({"stage": "select", "rows_in": 1, "rows_out": 1, "rejected": 0,
+                                                 "balanced": True, "rejects_by_reason": {}, "steps": {}}))
+    cfg = tmp_path / "p.yaml"
+    off = {"enabled": False}
+    cfg.write_text(yaml.safe_dump({"seed": 0, "perceive": {"tagger": off, "detector": off, "ovd": off, "depth": off}}))
+    r = cli("build", "perceive", "--config", str(cfg), "--out", str(out), "--no-progress", "--num-cpus", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "build.json").read_text())
+    assert info["inputs"]["perceive"] == [str(sel)]
+    assert info["pipelines"]["perceive"]["input"] is None
+    assert json.loads((out / "perceive" / "_stats.json").read_text())["rows_out"] == 1
