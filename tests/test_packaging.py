@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -39,11 +40,13 @@ def test_no_bare_imports_of_our_packages() -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds
+    src = tmp_path_factory.mktemp("src") / "fusionweave"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
+                                                              "__pycache__", ".pytest_cache", "fusionweave-demo"))
     dist = tmp_path_factory.mktemp("dist")
-    build = tmp_path_factory.mktemp("build")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(dist), str(ROOT)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TMPDIR": str(build)})
+                        str(dist), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     (whl,) = dist.glob("fusionweave-*.whl")
     return whl
