@@ -3,19 +3,18 @@ resizes and crops on CPU workers and ships uint8 pixels (4x smaller than float);
 does the rescale and mean/std next to the model, on its device."""
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from fusionweave.experts.resolve import resolve_model
-from fusionweave.transforms.image_validate import to_rgb
+from fusionweave.transforms.image_validate import open_image, to_rgb
 
 
 def decode_rgb(data: bytes) -> Image.Image:
     """Encoded bytes -> an upright RGB image (EXIF orientation applied). Raises on bad data."""
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data) as im:
         im.load()
         return to_rgb(ImageOps.exif_transpose(im))
 

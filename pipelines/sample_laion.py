@@ -1,6 +1,6 @@
 """Generate a LAION-format parquet plus images for local runs, tests and the demo.
 
-The images vary in size, aspect ratio and format (JPEG, PNG, WebP, CMYK, palette, 16-bit,
+The images vary in size, aspect ratio and format (JPEG, PNG, WebP, AVIF, CMYK, palette, 16-bit,
 alpha, EXIF-rotated), some carry rendered words, and the set plants exact duplicates, near
 duplicates, broken files and bad rows, each listed in `planted.json` with the reject reason
 the curate pipeline must give it.
@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,14 @@ from PIL import Image, ImageDraw
 WORDS = ["HELLO", "FUSION", "WEAVE", "OPEN", "DATA", "SALE", "CAFE", "STOP", "EXIT", "RIVER", "PARK", "MUSEUM"]
 COLORS = [(200, 40, 40), (40, 160, 60), (40, 80, 200), (230, 200, 40), (150, 60, 170), (30, 170, 170), (240, 140, 30)]
 SHAPES = ["circle", "square", "triangle"]
+# served through sample_server's body routes (/KIND/NAME): kind -> reject reason (None: kept)
+BODY_ROUTES = {"truncated": "truncated_body", "drip": "timeout", "br": "unsupported_content_encoding",
+               "gzip": None, "deflate": None}
+# hosts and containers at the edges: kind -> reject reason (None: downloaded and kept).
+# idna_host: the sample server's host in fullwidth Unicode; idna_loopback: `localhost` in
+# fullwidth; space_host: a space in the host; avif_mif1: AVIF whose major brand is `mif1`
+EDGE_CASES = {"idna_host": None, "idna_loopback": "private_address", "space_host": "malformed_url",
+              "avif_mif1": None}
 
 
 def _scene(rng: random.Random, w: int, h: int, words: bool) -> tuple[Image.Image, str]:
@@ -64,6 +73,34 @@ def _bomb_png(side: int = 20000) -> bytes:
     return _encode(Image.new("1", (side, side), 0), "PNG", optimize=True)
 
 
+def avif_mif1(img: Image.Image) -> bytes:
+    """AVIF as many encoders write it: major brand `mif1` (the HEIF container), `avif` only
+    among the compatible brands. Pillow writes major `avif` with compatible `avif mif1 miaf`,
+    so only the major brand changes (same length: the item offsets stay right)."""
+    data = _encode(img, "AVIF")
+    if data[4:12] != b"ftypavif" or b"avif" not in data[16:int.from_bytes(data[:4], "big")]:
+        raise ValueError(f"unexpected ftyp box from this Pillow's AVIF encoder: {data[:32]!r}")
+    return data[:8] + b"mif1" + data[12:]
+
+
+def _fullwidth(host: str) -> str:
+    """`127.0.0.1` spelled `１２７。０。０。１`: IDNA (UTS #46) maps it back to the ASCII host."""
+    return "".join("。" if c == "." else chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in host)
+
+
+def _edge_case(kind: str, name: str, img: Image.Image, base_url: str) -> tuple[str | None, bytes | None, str]:
+    """(image file, its bytes, URL) for one of EDGE_CASES."""
+    if kind == "avif_mif1":
+        return f"{name}.avif", avif_mif1(img), f"{base_url}/images/{name}.avif"
+    if kind == "space_host":
+        return None, None, f"http://exa mple.com/{name}.jpg"
+    base = urlsplit(base_url)
+    if kind == "idna_loopback":
+        return None, None, f"{base.scheme}://ｌｏｃａｌｈｏｓｔ:{base.port}/images/{name}.jpg"
+    host = _fullwidth(base.hostname or "")
+    return f"{name}.jpg", _encode(img, "JPEG"), f"{base.scheme}://{host}:{base.port}/images/{name}.jpg"
+
+
 def generate(n: int, out: str | Path, seed: int = 0, base_url: str = "http://127.0.0.1:8000") -> dict[str, Any]:
     """Write `out/images/*`, `out/laion.parquet` and `out/planted.json`. Returns the planted map."""
     out = Path(out)
@@ -95,6 +132,8 @@ def generate(n: int, out: str | Path, seed: int = 0, base_url: str = "http://127
                                     "http_404", "http_500", "slow", "redirect_loop", "redirect_private", "robots",
                                     "file_url", "private_ip", "userinfo", "empty_caption", "long_caption", "nan_size",
                                     "cmyk", "palette", "png16", "rgba", "webp", "exif_rotated", "png"]]
+    special += [(k, None) for k in BODY_ROUTES]
+    special += [(k, None) for k in EDGE_CASES]
     n_normal = max(0, n - len(special))
     kinds = [("normal", None)] * n_normal + special
     rng.shuffle(kinds)
@@ -150,6 +189,12 @@ def generate(n: int, out: str | Path, seed: int = 0, base_url: str = "http://127
             data = _encode(img, "JPEG")
             (img_dir / f"{name}.jpg").write_bytes(data)
             add(None, None, caption, w, h, "x_robots_tag", url=f"{base_url}/noai/{name}.jpg")
+        elif kind in BODY_ROUTES:  # a real image, served cut short, dripped or Content-Encoded
+            add(f"{name}.jpg", _encode(img, "JPEG"), caption, w, h, BODY_ROUTES[kind],
+                url=f"{base_url}/{kind}/{name}.jpg")
+        elif kind in EDGE_CASES:
+            file, data, url = _edge_case(kind, name, img, base_url)
+            add(file, data, caption, w, h, EDGE_CASES[kind], url=url)
         elif kind == "file_url":
             add(None, None, caption, w, h, "unsupported_scheme", url=f"file:///etc/{name}.jpg")
         elif kind == "private_ip":

@@ -1,15 +1,52 @@
 """Read WebDataset shards defensively: members are bytes (never unpickled), unsafe member
-names are refused, and a truncated or corrupt tar ends with a record instead of a crash."""
+names are refused, links are never followed, a key is one sample per shard, and a truncated
+or corrupt tar ends with a record instead of a crash. Plain and compressed tars read alike."""
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
+from webdataset.tariterators import base_plus_ext
+
+from fusionweave.pipelines.atomic import is_tmp
+
+# what tarfile's stream mode opens transparently; a folder's shards are the files named so
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+# webdataset's own metadata members (`__info__.json`, ...) are not samples: its readers skip them too
+META_MEMBER = re.compile(r"__[^/]*__($|/)")
+READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
+class UnsupportedShard(ValueError):
+    pass
+
+
+def check_shard_name(path: Path) -> None:
+    """Refuse a tar compressed in a form tarfile cannot stream (`.tar.zst`, ...): refused alike
+    whether named alone or found in a folder, rather than read as broken or skipped."""
+    name = path.name
+    if ".tar." in name and not name.endswith(SHARD_SUFFIXES):
+        raise UnsupportedShard(f"{path}: compressed as {name.split('.tar.', 1)[1]!r}, which is not read; shards "
+                               f"are {', '.join(SHARD_SUFFIXES)} (recompress it, e.g. as .tar.gz)")
+
+
+def shards_in(folder: str | Path) -> list[Path]:
+    """The shard files directly in `folder`, by name: every form `iter_shard` reads, so a folder
+    and a list of its files give the same input. Raises UnsupportedShard for one it cannot read."""
+    found = []
+    for p in sorted(Path(folder).iterdir()):
+        if not p.is_file() or is_tmp(p.name):  # an interrupted write's temporary, not a shard
+            continue
+        check_shard_name(p)
+        if p.name.endswith(SHARD_SUFFIXES):
+            found.append(p)
+    return found
 
 
 @dataclass
@@ -27,6 +64,22 @@ class Broken:
     detail: str
 
 
+@dataclass
+class _Open:
+    """The sample being read; a refusal marks all of it, since part of a sample is not the sample."""
+
+    key: str
+    members: dict[str, bytes] = field(default_factory=dict)
+    refusal: Broken | None = None
+
+    def refuse(self, reason: str, detail: str) -> None:
+        if self.refusal is None:  # the first problem names it
+            self.refusal = Broken(self.key, reason, detail)
+
+    def close(self) -> Sample | Broken:
+        return self.refusal or Sample(self.key, self.members)
+
+
 def unsafe_member(name: str) -> bool:
     if name.startswith("/") or "\\" in name or "\x00" in name:
         return True
@@ -34,45 +87,96 @@ def unsafe_member(name: str) -> bool:
     return norm.startswith("..") or "/../" in f"/{name}/"
 
 
-def iter_shard(path: str | Path) -> Iterator[Sample | Broken]:
-    """Samples grouped by key, in tar order. Members named `../x` or `/x` become Broken."""
-    current: Sample | None = None
-    errors: list[Exception] = []
+def not_regular(info: tarfile.TarInfo) -> tuple[str, str] | None:
+    """(reason, detail) for a member that is not file data, which is never followed or read."""
+    if info.isreg():
+        return None
+    if info.issym() or info.islnk():
+        kind = "symlink" if info.issym() else "hardlink"
+        return "link_member", f"{info.name!r} is a {kind} to {info.linkname[:200]!r}; links are never followed"
+    return "special_member", f"{info.name!r} is not file data (tar type {info.type!r}: a device, fifo or unknown)"
 
-    def keep_going(exn: Exception) -> bool:
-        errors.append(exn)
-        return False
 
+class TruncatedTar(tarfile.TarError):
+    pass
+
+
+class _EndChecked(tarfile.TarInfo):
+    """tarfile takes a header that is missing, cut short or garbled (after the first) as the end
+    of the archive, so a tar or .tar.gz cut at a member boundary would lose its tail without a
+    word. Here only the end-of-archive block ends a tar; anything else is a broken tar."""
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tf)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as err:
+            raise TruncatedTar(f"{err} at byte {tf.offset}, before the end-of-archive block") from None
+
+
+def _members(f: IO[bytes]) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """Every member but folders and webdataset metadata, with its bytes (None: not a regular file)."""
+    with tarfile.open(fileobj=f, mode="r|*", tarinfo=_EndChecked) as tf:
+        for info in tf:
+            if info.isdir() or META_MEMBER.match(info.name):
+                continue
+            data = tf.extractfile(info).read() if info.isreg() else None  # type: ignore[union-attr]
+            yield info, data
+            tf.members = []  # stream mode would keep every header otherwise
+
+
+def iter_tar(f: IO[bytes]) -> Iterator[Sample | Broken]:
+    """Samples grouped by key, in tar order, from an open tar stream (plain or compressed).
+    Members named `../x` or `/x` become Broken; a sample holding a link or device, or whose key
+    already had a sample earlier in the tar (the first is kept), becomes one Broken; a tar that
+    breaks ends with a Broken keyed "" (after one for the sample it broke in)."""
+    current: _Open | None = None
+    seen: set[str] = set()
+    broke: str | None = None
     try:
-        with open(path, "rb") as f:
-            for item in tar_file_iterator(f, handler=keep_going):
-                fname = item["fname"]
-                if unsafe_member(fname):
-                    yield Broken(key=fname, reason="unsafe_member_name", detail=f"member {fname!r} refused")
-                    continue
-                prefix, suffix = base_plus_ext(fname)
-                if prefix is None or not suffix:
-                    yield Broken(key=fname, reason="malformed_member_name", detail=f"member {fname!r} has no key.ext form")
-                    continue
-                if current is not None and current.key != prefix:
-                    yield current
-                    current = None
-                if current is None:
-                    current = Sample(prefix)
-                if suffix in current.members:
-                    yield Broken(key=prefix, reason="duplicate_member", detail=f"{prefix}.{suffix} appears twice")
-                    continue
-                current.members[suffix] = item["data"]
-    except (tarfile.TarError, OSError, EOFError) as err:
-        errors.append(err)
-    if errors:
+        for info, data in _members(f):
+            fname = info.name
+            if unsafe_member(fname):
+                yield Broken(key=fname, reason="unsafe_member_name", detail=f"member {fname!r} refused")
+                continue
+            prefix, suffix = base_plus_ext(fname)
+            if prefix is None or not suffix:
+                yield Broken(key=fname, reason="malformed_member_name", detail=f"member {fname!r} has no key.ext form")
+                continue
+            if current is None or current.key != prefix:
+                if current is not None:
+                    yield current.close()
+                current = _Open(prefix)
+                if prefix in seen:
+                    current.refuse("duplicate_key", f"{prefix} had a sample earlier in this tar; the first is kept")
+                seen.add(prefix)
+            if (bad := not_regular(info)) is not None:
+                current.refuse(*bad)
+            elif suffix in current.members:
+                yield Broken(key=prefix, reason="duplicate_member", detail=f"{prefix}.{suffix} appears twice")
+            else:
+                current.members[suffix] = data  # type: ignore[assignment]
+    except READ_ERRORS as err:
+        broke = f"{type(err).__name__}: {err}"[:300]
+    if broke is not None:
         # the sample being read when the tar broke may be incomplete: it is not trusted
         if current is not None:
-            yield Broken(key=current.key, reason="broken_tar", detail=f"{type(errors[0]).__name__}: {errors[0]}"[:300])
+            yield Broken(key=current.key, reason="broken_tar", detail=broke)
             current = None
-        yield Broken(key="", reason="broken_tar", detail=f"{type(errors[0]).__name__}: {errors[0]}"[:300])
+        yield Broken(key="", reason="broken_tar", detail=broke)
     if current is not None:
-        yield current
+        yield current.close()
+
+
+def iter_shard(path: str | Path) -> Iterator[Sample | Broken]:
+    """`iter_tar` over a shard file; a file that cannot be opened is one `broken_tar` record."""
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        yield Broken(key="", reason="broken_tar", detail=f"{type(err).__name__}: {err}"[:300])
+        return
+    with f:
+        yield from iter_tar(f)
 
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")

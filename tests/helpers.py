@@ -21,7 +21,8 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
         "metadata": {"input": [str(p) for p in (parquet if isinstance(parquet, list) else [parquet])],
                      "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
-        "download": {"timeout": 5, "retries": 0, "thread_count": 16},
+        # the sample server's drip route holds a download until the deadline: keep it short
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "deadline": 10},
     }
     for section, values in curate_overrides.items():
         curate.setdefault(section, {}).update(values)
@@ -29,9 +30,9 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
     return path
 
 
-def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fusionweave.orchestration.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def kill_build_when(args: list[str], condition: Callable[[], bool], timeout: float = 300) -> None:
@@ -83,3 +84,21 @@ def all_rejects(out: Path, stage: str):
 
 def visible_files(out: Path) -> list[Path]:
     return [p for p in out.rglob("*") if p.is_file()]
+
+
+def curate_and_verify(recipe: Path, out: Path, env: dict[str, str] | None = None) -> dict[str, dict]:
+    """`fusionweave build curate`, then every stage balanced (rows in = out + rejected, by
+    `_stats.json` and by its rejects files) and `fusionweave verify OUT` clean. Returns each
+    stage's `_stats.json`."""
+    r = cli("build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    stats = {}
+    for stage in ("metadata", "download", "validate"):
+        st = json.loads((out / stage / "_stats.json").read_text())
+        assert st["rows_in"] == st["rows_out"] + st["rejected"], stage
+        rej = all_rejects(out, stage)
+        assert (rej.num_rows if rej is not None else 0) == st["rejected"], stage
+        stats[stage] = st
+    v = cli("verify", str(out))
+    assert v.returncode == 0, v.stdout + v.stderr
+    return stats

@@ -54,7 +54,7 @@ def server():
 
 
 def opener(allowed=("127.0.0.1",), max_bytes=1000):
-    return build_opener(AddressPolicy(allowed=allowed), max_bytes=max_bytes, max_redirects=5)
+    return build_opener(AddressPolicy(allowed=allowed), max_bytes=max_bytes, max_redirects=5, deadline=10)
 
 
 def test_allowed_host_downloads(server):

@@ -1,6 +1,7 @@
 """Decode, measure, normalise and hash images. Pure PIL/numpy: no engine, no model."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 
@@ -46,20 +47,50 @@ MAGIC = (
     (b"GIF89a", "gif"),
     (b"BM", "bmp"),
 )
+# ISO-BMFF brands (ftyp box, major or compatible) of the one HEIF-family codec Pillow decodes
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+# The only decoders untrusted bytes are handed to (Pillow name -> member extension): raster
+# formats browsers show. Never all of Pillow's plugins: EPS, for one, runs Ghostscript.
+DECODERS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tiff", "AVIF": "avif"}
 
 
 def sniff_format(data: bytes) -> str | None:
-    """File type from magic bytes (never from a URL or a Content-Type header)."""
+    """File type from magic bytes (never from a URL or a Content-Type header): an extension
+    in DECODERS, or None. A fast path only: `validate_image` lets the decoder identify what
+    the sniff does not know."""
     for magic, ext in MAGIC:
         if data.startswith(magic):
             return ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[4:12] in (b"ftypavif", b"ftypheic"):
-        return "avif"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
+    if data[4:8] == b"ftyp":
+        return _heif_brand(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF, BigTIFF
         return "tiff"
     return None
+
+
+def _heif_brand(data: bytes) -> str | None:
+    """"avif" when the ftyp box names AVIF among its brands. The major brand is often the
+    container's (`mif1`, `msf1`) and the codec is named only among the compatible brands.
+    HEIC has no decoder here (None: the validate stage calls it not_an_image)."""
+    size = int.from_bytes(data[:4], "big")
+    end = min(max(size, 16), len(data), 4096)
+    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
+    return "avif" if brands & AVIF_BRANDS else None
+
+
+@functools.cache
+def _decoders() -> tuple[str, ...]:
+    """DECODERS this Pillow build has (Image.open raises on an unregistered name)."""
+    Image.init()
+    return tuple(name for name in DECODERS if name in Image.OPEN)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Pillow's lazy open, limited to DECODERS: how untrusted bytes reach a decoder. Raises
+    PIL.UnidentifiedImageError when none of them recognises the bytes."""
+    return Image.open(io.BytesIO(data), formats=_decoders())
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -88,18 +119,23 @@ def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
         return ValidatedImage(None, None, reason="empty_file")
     if len(data) > limits.max_bytes:
         return ValidatedImage(None, None, reason="file_too_large", detail=f"{len(data)} bytes")
-    fmt = sniff_format(data)
-    if fmt is None:
-        return ValidatedImage(None, None, reason="not_an_image", detail=repr(data[:16]))
+    fmt = sniff_format(data)  # fast path; the decoder has the last word
     try:
-        # the pixel cap is checked from the header, before any pixel is decoded
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = open_image(data)
+        fmt = DECODERS.get(img.format or "", fmt)
+        # the pixel cap is checked from the header, before any pixel is decoded
         w0, h0 = img.size
         if w0 * h0 > limits.max_pixels:
             return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=f"{w0}x{h0}")
         img.load()
+    except UnidentifiedImageError as err:
+        # no allowed decoder recognises the bytes: not an image, unless the sniff saw an
+        # image's magic (then it is a broken one)
+        if fmt is None:
+            return ValidatedImage(None, None, reason="not_an_image", detail=repr(data[:16]))
+        return ValidatedImage(None, None, source_format=fmt, reason="decode_error", detail=str(err)[:300])
     except Image.DecompressionBombError as err:
         return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=str(err)[:300])
     except Exception as err:  # noqa: BLE001 - any decoder error is a reject, never a crash

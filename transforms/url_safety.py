@@ -2,6 +2,12 @@
 
 Pure: no DNS and no sockets here. The download stage re-applies `address_refusal` to every
 address a host resolves to, right before connecting (see pipelines/curate/safe_http.py).
+
+Hosts are read as a browser reads them (WHATWG URL host parsing): percent-decoded, then mapped
+by IDNA (UTS #46) to lower-case ASCII. So `bücher.example` becomes `xn--bcher-kva.example`
+(downloadable: urllib cannot send a non-ASCII Host header), and every Unicode spelling of a
+private address (fullwidth `ｌｏｃａｌｈｏｓｔ`, `127。0。0。1`, circled digits) is judged as the
+address it maps to.
 """
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+
+import idna
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # cloud metadata services are refused even when private networks are allowed, unless listed
@@ -37,12 +45,16 @@ class AddressPolicy:
         return False
 
     def address_refusal(self, host: str) -> str | None:
-        """Reason to refuse a host name or IP literal, or None. No resolution happens here.
+        """Reason to refuse a host name or IP literal (as written: percent-encoded or Unicode
+        spellings are read as `canonical_host` reads them), or None. No resolution happens here.
         Cached per (policy, host): web-scale URL lists repeat the same hosts millions of times."""
         return _address_refusal(self, host)
 
     def _decide(self, host: str) -> str | None:
-        host = host.lower().strip("[]").rstrip(".")
+        try:  # as a browser reads it: a Unicode spelling of an address is that address
+            host = canonical_host(host.strip("[]"))
+        except ValueError:
+            return "malformed_url"
         if self._allowed_explicitly(host):
             return None
         if host in METADATA_HOSTS:
@@ -97,35 +109,109 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value) if value < 2**32 else None
 
 
+# what may be left in a host once it is ASCII: RFC 3986 reg-name characters, no percent signs.
+# A space, a slash, a colon or a control character (raw or percent-encoded) makes the URL malformed.
+_HOST_CHARS = re.compile(r"[a-z0-9._~!$&'()*+,;=-]+")
+
+
+def canonical_host(host: str) -> str:
+    """The host a browser would connect to: percent-decoded, IDNA (UTS #46, non-transitional)
+    mapped to lower-case ASCII, trailing dot removed. IPv6 literals (with a colon) are returned
+    as they are. Raises ValueError for a host no browser would accept."""
+    if ":" in host:
+        return host.lower()
+    if host.isascii() and "%" not in host:  # nearly every host: no cache needed
+        return _checked(host.lower().rstrip("."), host)
+    return _canonical_encoded(host)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _canonical_encoded(host: str) -> str:
+    h = unquote(host, errors="strict") if "%" in host else host
+    return _checked((h if h.isascii() else _idna_to_ascii(h)).lower().rstrip("."), host)
+
+
+def _checked(ascii_host: str, written: str) -> str:
+    if not _HOST_CHARS.fullmatch(ascii_host):
+        raise ValueError(f"malformed host: {written!r}")
+    return ascii_host
+
+
+def _idna_to_ascii(host: str) -> str:
+    """UTS #46 mapping over the whole host (which also maps the ideographic and fullwidth full
+    stops to "."), then punycode for each label that is still non-ASCII. ASCII labels are left
+    alone: the web has hosts with `_` or `--` that strict IDNA 2008 would refuse."""
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        return ".".join(lbl if lbl.isascii() else idna.alabel(lbl).decode("ascii") for lbl in mapped.split("."))
+    except (idna.IDNAError, UnicodeError) as err:
+        raise ValueError(f"invalid international host {host!r}: {err}") from err
+
+
+def _raw_host(parts: SplitResult) -> str:
+    """The host as written (urlsplit's `hostname` lower-cases it with str.lower, which is not
+    the UTS #46 case mapping for every script)."""
+    if parts.hostname is None or ":" in parts.hostname:  # none, or an IPv6 literal urlsplit has checked
+        return parts.hostname or ""
+    return parts.netloc.rpartition("@")[2].partition(":")[0]
+
+
 # the common case, parsed with one regex instead of urlsplit: http(s), a plain host (no
 # userinfo, no IPv6 brackets), an optional port. Anything else takes the general path.
 _SIMPLE = re.compile(r"(?i)(https?)://([a-z0-9._~%!$&'()*+,;=-]+)(?::(\d{1,5}))?(?=[/?#]|$)")
 
 
+# What browsers percent-encode (as UTF-8) in a path and in a query: the WHATWG URL path and
+# special-query percent-encode sets. urllib sends neither a space nor a non-ASCII character, so
+# without this such URLs could never be downloaded. Existing escapes are kept as written.
+_PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))
+_PATH_SAFE = "".join(c for c in _PRINTABLE if c not in '"<>`{}')
+_QUERY_SAFE = "".join(c for c in _PRINTABLE if c not in "\"<>'")
+# a character either set may encode: quote() only runs on the few targets that have one
+_MAY_ENCODE = re.compile(r"[^!#-&(-;=?-_a-z|~]")
+_TAB_NEWLINE = re.compile("[\t\r\n]")  # browsers drop them anywhere in a URL, as urlsplit does
+
+
+def _encode_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE) if _MAY_ENCODE.search(path) else path
+
+
+def _encode_query(query: str) -> str:
+    return quote(query, safe=_QUERY_SAFE) if _MAY_ENCODE.search(query) else query
+
+
 def normalise_url(url: str) -> str:
-    """Canonical form used for exact URL dedup: lower-case scheme and host, no default port,
-    no fragment, surrounding whitespace removed. Path and query are kept as written."""
+    """Canonical form used for exact URL dedup and for the download, as a browser would send
+    it: lower-case scheme, host as ASCII (`canonical_host`), no default port, no fragment, no
+    surrounding whitespace, tabs or newlines; path and query as written except that spaces,
+    controls and non-ASCII characters are percent-encoded. Raises ValueError for a malformed
+    port or host."""
     u = url.strip()
+    if "\t" in u or "\n" in u or "\r" in u:
+        u = _TAB_NEWLINE.sub("", u)
     m = _SIMPLE.match(u)
     if m and (m.group(3) is None or int(m.group(3)) <= 65535):
-        scheme, host, port = m.group(1).lower(), m.group(2).lower().rstrip("."), m.group(3)
-        rest = u[m.end():].split("#", 1)[0]
+        scheme, host, port = m.group(1).lower(), canonical_host(m.group(2)), m.group(3)
+        target = u[m.end():].split("#", 1)[0]
+        if _MAY_ENCODE.search(target):
+            path, q, query = target.partition("?")
+            target = _encode_path(path) + q + _encode_query(query)
         netloc = host if port is None or DEFAULT_PORTS[scheme] == int(port) else f"{host}:{int(port)}"
-        if not rest.startswith("/"):
-            rest = "/" + rest
-        return f"{scheme}://{netloc}{rest}"
+        if not target.startswith("/"):
+            target = "/" + target
+        return f"{scheme}://{netloc}{target}"
     return _normalise_general(u)
 
 
 def _normalise_general(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").rstrip(".")
+    host = canonical_host(_raw_host(parts)) if parts.hostname else ""
     port = parts.port
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and DEFAULT_PORTS.get(scheme) != port:
         netloc = f"{netloc}:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    return urlunsplit((scheme, netloc, _encode_path(parts.path or "/"), _encode_query(parts.query), ""))
 
 
 def url_refusal(url: str | None, policy: AddressPolicy) -> str | None:
@@ -150,4 +236,4 @@ def _refusal_general(url: str, policy: AddressPolicy) -> str | None:
         return "userinfo_in_url"
     if not parts.hostname:
         return "malformed_url"
-    return policy.address_refusal(parts.hostname)
+    return policy.address_refusal(_raw_host(parts))

@@ -58,7 +58,10 @@ class MetadataConfig(Strict):
 
 class DownloadConfig(Strict):
     thread_count: int = Field(16, gt=0)
-    timeout: float = Field(10.0, gt=0)
+    timeout: float = Field(10.0, gt=0)  # per socket step: bounds each gap, not the whole download
+    # total seconds per request (connect, redirects, headers, body): a server that drips a byte
+    # at a time holds a download slot no longer than this; then the URL is a `timeout` reject
+    deadline: float = Field(60.0, gt=0, le=3600)
     retries: int = Field(1, ge=0)
     user_agent_token: str | None = "fusionweave"
     disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
