@@ -46,6 +46,11 @@ class ModelStep:
         return {"name": self.name}
 
 
+def seconds_column(name: str) -> str:
+    """The column in which an engine reports a model step's seconds per row."""
+    return f"_sec_{name}"
+
+
 def run_locally(step: ModelStep, batches: list[Batch]) -> list[Batch]:
     """The bare loop: setup, every batch, teardown. Used by tests and benchmarks as the baseline."""
     step.setup()

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from fusionweave.pipelines.atomic import staging_dir, write_bytes_atomic
 from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.build_folder import PartEntry
 
 NAMESPACE = "fusionweave"
 RESULT_SHARDS = 16
@@ -65,8 +66,8 @@ class BeamEngine:
         result.wait_until_finish()
         return result
 
-    def map_partitions(self, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
-                       num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
+    def map_partitions(self, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], PartEntry], *,
+                       num_cpus: float, desc: str) -> Iterator[PartEntry]:
         import apache_beam as beam
 
         if not items:
@@ -83,7 +84,7 @@ class BeamEngine:
         result = self._run(build)
         self.step_metrics[desc] = _step_stats(result, desc)
         for f in sorted(results.glob("*.json")):
-            yield json.loads(f.read_text())
+            yield PartEntry.from_json(json.loads(f.read_text()))
         shutil.rmtree(results, ignore_errors=True)
 
     def group_apply(self, paths: list[Path], columns: list[str], group_col: str,
@@ -113,20 +114,20 @@ def _results_dir(desc: str) -> str:
 class _RunPart:
     """A DoFn (built lazily so that importing this module does not import Beam)."""
 
-    def __new__(cls, fn: Callable[[dict[str, Any]], dict[str, Any]], desc: str, results: str) -> Any:
+    def __new__(cls, fn: Callable[[dict[str, Any]], PartEntry], desc: str, results: str) -> Any:
         import apache_beam as beam
         from apache_beam.metrics import Metrics
 
         class RunPart(beam.DoFn):
             def process(self, item: dict[str, Any]) -> Iterator[None]:
                 entry = fn(item)
-                for step, st in entry.get("stats", {}).items():
-                    Metrics.counter(NAMESPACE, f"{desc}|{step}|rows_in").inc(st["rows_in"])
-                    Metrics.counter(NAMESPACE, f"{desc}|{step}|rows_out").inc(st["rows_out"])
-                    for reason, n in st.get("rejects", {}).items():
+                for step, st in entry.stats.items():
+                    Metrics.counter(NAMESPACE, f"{desc}|{step}|rows_in").inc(st.rows_in)
+                    Metrics.counter(NAMESPACE, f"{desc}|{step}|rows_out").inc(st.rows_out)
+                    for reason, n in st.rejects.items():
                         Metrics.counter(NAMESPACE, f"{desc}|{step}|reject|{reason}").inc(n)
-                    Metrics.distribution(NAMESPACE, f"{desc}|{step}|ms").update(int(st.get("seconds", 0) * 1000))
-                write_bytes_atomic(Path(results) / f"{entry['part']}.json", json.dumps(entry).encode())
+                    Metrics.distribution(NAMESPACE, f"{desc}|{step}|ms").update(int(st.seconds * 1000))
+                write_bytes_atomic(Path(results) / f"{entry.part}.json", json.dumps(entry.to_json()).encode())
                 return iter(())
 
         return RunPart()

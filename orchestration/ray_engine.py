@@ -5,17 +5,17 @@ One Ray session per process: `RayEngine.start` connects once and every stage reu
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from fusionweave.experts.base import ModelStep, Stage
+from fusionweave.experts.base import ModelStep, Stage, seconds_column
 from fusionweave.pipelines.atomic import staging_dir
 from fusionweave.pipelines.engine import Batch
 
@@ -73,24 +73,35 @@ class RayEngine:
         """One Ray task per part, results in completion order. Parts are whole files, so this
         uses Ray tasks directly: a Ray Data pipeline per part list cost about 30 ms a part, more
         than the work itself for small parts (cluster assignment of a 10k-row side table)."""
+        return self.map_stream(iter(items), fn, num_cpus=num_cpus, desc=desc)
+
+    def map_stream(self, items: Iterator[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
+                   num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
+        """`map_partitions` over items that arrive while it runs (parts whose model work just
+        ended): each is submitted as it comes, results are yielded as they complete."""
         import ray
 
-        if not items:
-            return
         self.start()
         run = ray.remote(_run_part).options(num_cpus=num_cpus, max_retries=0)
         fn_ref = ray.put(fn)
         # bounded submission: a million parts never sit in the scheduler at once
         window = max(4, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
-        todo = iter(items)
-        pending = [run.remote(fn_ref, i) for i in itertools.islice(todo, window)]
+        pending: list[Any] = []
+        for item in items:
+            if len(pending) >= window:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+            pending.append(run.remote(fn_ref, item))
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            for ref in done:
+                yield ray.get(ref)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            pending.extend(run.remote(fn_ref, i) for i in itertools.islice(todo, 1))
             yield ray.get(done[0])
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str) -> Iterator[Batch]:
+                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str,
+                       sink: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
         import ray
 
         if not items:
@@ -113,6 +124,9 @@ class RayEngine:
             else:  # CPU work between the models (decode, resize, merge) streams on tasks
                 ds = ds.map_batches(_by_chunk(st), batch_size=None, batch_format="numpy", num_cpus=read_cpus,
                                     zero_copy_batch=False)
+        if sink is not None:  # the workers keep the rows; the driver gets what `sink` returns
+            ds = ds.map_batches(_by_chunk(sink), batch_size=None, batch_format="numpy", num_cpus=read_cpus,
+                                zero_copy_batch=False)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
     def share(self, value: Any) -> "RayShared":
@@ -179,7 +193,7 @@ class _StepActor:
     def __init__(self, step: ModelStep):
         self.step = step
         step.setup()
-        self._run = _by_chunk(step.process)
+        self._run = _by_chunk(_timed(step))
 
     def __call__(self, batch: Batch) -> Batch:
         return self._run(batch)
@@ -189,6 +203,19 @@ class _StepActor:
             self.step.teardown()
         except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
             pass
+
+
+def _timed(step: ModelStep) -> Callable[[Batch], Batch]:
+    """The model's time on each row (its call's seconds shared over the call's rows), so the
+    stage's statistics carry model time measured where the model ran."""
+    def run(batch: Batch) -> Batch:
+        t0 = time.perf_counter()
+        out = step.process(batch)
+        n = len(next(iter(out.values()))) if out else 0
+        if n:
+            out[seconds_column(step.name)] = np.full(n, (time.perf_counter() - t0) / n)
+        return out
+    return run
 
 
 def _column_bytes(metas: list[Any], columns: list[str]) -> int:

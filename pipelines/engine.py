@@ -38,11 +38,18 @@ class ModelEngine(Engine, Protocol):
     """An engine that can also run model steps as pools of long-lived workers."""
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str) -> Iterator[Batch]:
+                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str,
+                       sink: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
         """`read` turns each item into batches on CPU workers; `step` (set up once per worker,
-        with the resources it declares) processes them. Given a chain, each model step runs as
+        with the resources it declares) processes them; `sink`, on CPU workers too, takes each
+        processed chunk and returns what the driver gets instead. Given a chain, each model step runs as
         its own pool and each plain callable between them as CPU tasks (`read_cpus` each). Yields the processed batches in any
         order. Rows sharing a `_chunk` value are always processed together, in one call."""
+        ...
+
+    def map_stream(self, items: Iterator[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
+                   num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
+        """`map_partitions` over items that arrive while it runs; results in completion order."""
         ...
 
     def share(self, value: Any) -> Shared:

@@ -1,27 +1,37 @@
 """Run a stage's parts through a model step, keeping the per-part manifest resume of
-`partitioned.run_parts`.
+`partitioned.run_parts`, with the workers writing everything.
 
 Readers stream each part as chunks (`_part`, `_chunk`, and `_rows` = -1, except on a part's last
 chunk where it is the number of rows the part sent). The model pool processes chunks in any
-order; the driver gathers each part's rows and, once all have come back, hands them to `finish`,
-which writes the part's outputs and returns its manifest line. Only parts in flight are held.
+order; a CPU task after it writes each processed chunk to the stage's work folder (`ChunkSpill`)
+and hands the driver one small row per chunk. Once all of a part's chunks are on disk the driver
+starts a worker task that loads them and runs `finish`, which writes the part's shard and returns
+its manifest line. So the driver holds counts, never rows: no image bytes travel to it, and its
+memory does not grow with the parts.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
+from urllib.parse import quote
 from collections import defaultdict
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
 from tqdm import tqdm
 
 from fusionweave.experts.base import ModelStep, Stage
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.atomic import atomic_path
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Batch, ModelEngine
 
 log = logging.getLogger(__name__)
 
-PART, CHUNK, ROWS = "_part", "_chunk", "_rows"
+PART, CHUNK, ROWS, SENT = "_part", "_chunk", "_rows", "_sent"
 
 
 def chunk_columns(part: str, chunk: int, n: int, last_total: int | None) -> Batch:
@@ -37,42 +47,118 @@ def concat(batches: list[Batch]) -> Batch:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]} if batches else {}
 
 
+def to_arrow(batch: Batch) -> pa.Table:
+    """Columns of a numpy batch as Arrow; an (N, D...) array becomes a fixed-size list column
+    with its trailing shape in the field metadata, so `from_arrow` gives the same array back."""
+    arrays, fields = [], []
+    for name, col in batch.items():
+        if col.ndim > 1:
+            flat = pa.array(np.ascontiguousarray(col).reshape(-1))
+            arr = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(col.shape[1:])))
+            meta = {b"shape": ",".join(map(str, col.shape[1:])).encode()}
+        else:
+            arr, meta = pa.array(col.tolist() if col.dtype == object else col), None
+        arrays.append(arr)
+        fields.append(pa.field(name, arr.type, metadata=meta))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def from_arrow(table: pa.Table) -> Batch:
+    out: Batch = {}
+    for field, col in zip(table.schema, table.columns):
+        col = col.combine_chunks()
+        if field.metadata and b"shape" in field.metadata:
+            shape = tuple(int(s) for s in field.metadata[b"shape"].decode().split(","))
+            out[field.name] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), *shape)
+        elif pa.types.is_string(col.type) or pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) \
+                or pa.types.is_null(col.type):
+            out[field.name] = np.array(col.to_pylist(), dtype=object)
+        else:
+            out[field.name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+class ChunkSpill:
+    """Writes processed chunks under the stage's work folder, in the worker that processed them,
+    and loads a whole part back for its `finish` task. `drop` names columns `finish` does not need
+    (e.g. image bytes it reads again from the input shard)."""
+
+    def __init__(self, work: Path, drop: Sequence[str] = ()):
+        self.root = Path(work) / "rows"
+        self.drop = tuple(drop)
+
+    def _dir(self, part: str) -> Path:
+        return self.root / f"part-{quote(part, safe='')}"  # part ids may hold "/" (mcl: modality/split/...)
+
+    def __call__(self, chunk: Batch) -> Batch:
+        """One processed chunk -> its file; returns one row: part, chunk, rows sent, rows here."""
+        part, name = str(chunk[PART][0]), "chunk-" + str(chunk[CHUNK][0]).rsplit(":", 1)[-1]
+        # a pool may hand a chunk over in slices: each slice gets its own file, named by its rows
+        name += "-" + hashlib.sha1("\n".join(map(str, chunk["key"])).encode()).hexdigest()[:12]
+        rows = {k: v for k, v in chunk.items() if k not in self.drop and k not in (PART, CHUNK, ROWS)}
+        with atomic_path(self._dir(part) / f"{name}.arrow") as tmp:
+            feather.write_feather(to_arrow(rows), tmp, compression="uncompressed")
+        return {PART: chunk[PART][:1], CHUNK: chunk[CHUNK][:1], ROWS: np.array([chunk[ROWS].max()]),
+                SENT: np.array([len(chunk[PART])])}
+
+    def load(self, part: str) -> Batch:
+        files = sorted(self._dir(part).glob("*.arrow")) if self._dir(part).exists() else []
+        return concat([from_arrow(feather.read_table(f)) for f in files])
+
+    def clear(self, part: str) -> None:
+        shutil.rmtree(self._dir(part), ignore_errors=True)
+
+
+def _finisher(spill: ChunkSpill, finish: Callable[[dict[str, Any], Batch], PartEntry]
+              ) -> Callable[[dict[str, Any]], PartEntry]:
+    def run(part: dict[str, Any]) -> PartEntry:
+        rows = spill.load(part["part"])
+        got = len(next(iter(rows.values()))) if rows else 0
+        if got != part[SENT]:
+            raise RuntimeError(f"part {part['part']}: {got} rows on disk, {part[SENT]} came from the model")
+        entry = finish({k: v for k, v in part.items() if k != SENT}, rows)
+        spill.clear(part["part"])  # a rerun redoes a part whose line is missing, from its reader
+        return entry
+    return run
+
+
 def run_model_parts(engine: ModelEngine, folder: StageFolder, parts: list[dict[str, Any]],
                     read: Callable[[dict[str, Any]], Any], step: "ModelStep | Sequence[Stage]",
-                    finish: Callable[[dict[str, Any], Batch], dict[str, Any]], *, read_cpus: float, desc: str,
-                    progress: bool = True) -> dict[str, dict[str, Any]]:
+                    finish: Callable[[dict[str, Any], Batch], PartEntry], *, read_cpus: float, desc: str,
+                    drop: Sequence[str] = (), progress: bool = True) -> dict[str, PartEntry]:
+    """`finish(part, rows)` runs in a worker task: it must not rely on driver state."""
     folder.prepare()
     wanted = {p["part"]: p for p in parts}
     done = {k: v for k, v in folder.entries().items() if k in wanted}
     todo = [p for p in parts if p["part"] not in done]
     if done:
         log.info("%s: %d of %d parts already done, resuming", desc, len(done), len(parts))
-    pending: dict[str, list[Batch]] = defaultdict(list)
-    received: dict[str, int] = defaultdict(int)
-    totals: dict[str, int] = {}
+    spill = ChunkSpill(folder.work, drop)
+    for p in todo:
+        spill.clear(p["part"])  # chunks of a killed run: the part is read again whole
 
-    def complete(p: str, bar: tqdm) -> None:
-        entry = finish(wanted[p], concat(pending.pop(p, [])))
-        folder.append(entry)
-        done[p] = entry
-        bar.update(1)
+    def complete_parts() -> Iterator[dict[str, Any]]:
+        received: dict[str, int] = defaultdict(int)
+        totals: dict[str, int] = {}
+        started: set[str] = set()
+        for batch in engine.map_with_model(todo, read, step, read_cpus=read_cpus, desc=desc, sink=spill):
+            for p, last, n in zip(batch[PART], batch[ROWS], batch[SENT]):
+                received[p] += int(n)
+                if last >= 0:
+                    totals[p] = int(last)
+                if totals.get(p) == received[p] and p not in started:
+                    started.add(p)
+                    yield {**wanted[p], SENT: received[p]}
+        # parts that sent no rows at all (every sample rejected) finish here
+        for p in [p["part"] for p in todo if p["part"] not in started]:
+            if received.get(p, 0) != totals.get(p, 0):
+                raise RuntimeError(f"{desc}: part {p} sent {received.get(p, 0)} rows, expected {totals.get(p)}")
+            yield {**wanted[p], SENT: 0}
 
     with tqdm(total=len(parts), initial=len(done), desc=desc, unit="shard", disable=not progress,
               dynamic_ncols=True, leave=False) as bar:
-        for batch in engine.map_with_model(todo, read, step, read_cpus=read_cpus, desc=desc):
-            part_col = batch[PART]
-            for p in dict.fromkeys(part_col):
-                mask = part_col == p
-                pending[p].append({k: v[mask] for k, v in batch.items() if k not in (PART, CHUNK)})
-                received[p] += int(mask.sum())
-                last = batch[ROWS][mask].max()
-                if last >= 0:
-                    totals[p] = int(last)
-                if totals.get(p) == received[p]:
-                    complete(p, bar)
-        # parts that sent no rows at all (every sample rejected) finish here
-        for p in [p["part"] for p in todo if p["part"] not in done]:
-            if received.get(p, 0) != totals.get(p, 0):
-                raise RuntimeError(f"{desc}: part {p} sent {received.get(p, 0)} rows, expected {totals.get(p)}")
-            complete(p, bar)
+        for entry in engine.map_stream(complete_parts(), _finisher(spill, finish), num_cpus=read_cpus, desc=desc):
+            folder.append(entry)
+            done[entry.part] = entry
+            bar.update(1)
     return done

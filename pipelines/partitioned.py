@@ -11,15 +11,15 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Engine
 
 log = logging.getLogger(__name__)
 
 
 def run_parts(engine: Engine, folder: StageFolder, parts: list[dict[str, Any]],
-              fn: Callable[[dict[str, Any]], dict[str, Any]], *, num_cpus: float, desc: str,
-              progress: bool = True) -> dict[str, dict[str, Any]]:
+              fn: Callable[[dict[str, Any]], PartEntry], *, num_cpus: float, desc: str,
+              progress: bool = True) -> dict[str, PartEntry]:
     folder.prepare()
     done = folder.entries()
     wanted = {p["part"] for p in parts}
@@ -31,7 +31,7 @@ def run_parts(engine: Engine, folder: StageFolder, parts: list[dict[str, Any]],
               dynamic_ncols=True, leave=False) as bar:
         for entry in engine.map_partitions(todo, fn, num_cpus=num_cpus, desc=desc):
             folder.append(entry)
-            done[entry["part"]] = entry
+            done[entry.part] = entry
             bar.update(1)
     missing = wanted - set(done)
     if missing:

@@ -89,7 +89,9 @@ def test_the_upstream_read_is_recorded(tmp_path: Path) -> None:
     Image.new("RGB", (64, 48), (200, 10, 10)).save(buf, "JPEG")
     with wds.TarWriter(str(sel / "shard-000000.tar")) as w:
         w.write({"__key__": "k0", "jpg": buf.getvalue(), "json": b"{}"})
-    (sel / "_manifest.jsonl").write_text(json.dumps({"part": "000000", "shard": "shard-000000.tar", "count": 1}) + "\n")
+    size = (sel / "shard-000000.tar").stat().st_size
+    (sel / "_manifest.jsonl").write_text(json.dumps({"part": "000000", "rows_in": 1, "rejected": 0, "count": 1,
+                                                     "shard": "shard-000000.tar", "bytes": size}) + "\n")
     (sel / "_stats.json").write_text(json.dumps({"stage": "select", "rows_in": 1, "rows_out": 1, "rejected": 0,
                                                  "balanced": True, "rejects_by_reason": {}, "steps": {}}))
     cfg = tmp_path / "p.yaml"

@@ -8,12 +8,12 @@ collects them is known and a resumed loader can skip exactly what was consumed.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionweave.pipelines.build_folder import MANIFEST
+from fusionweave.pipelines.build_folder import stage_shards
+from fusionweave.pipelines.shard_source import check_shard_name, shards_in
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,18 @@ def shard_counts(paths: list[str | Path]) -> list[Shard]:
     out: list[Shard] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            manifest = path / MANIFEST
-            if manifest.exists():
-                for line in manifest.read_text().splitlines():
-                    e = json.loads(line)
-                    if (e.get("shard") or "").endswith(".tar"):
-                        out.append(Shard(str(path / e["shard"]), int(e["count"])))
-                continue
-            out += [Shard(str(t), _count_keys(t)) for t in sorted(path.glob("*.tar"))]
+        stage = stage_shards(path) if path.is_dir() else None
+        if stage is not None:
+            out += [Shard(str(t), n) for t, n in stage]
+        elif path.is_dir():
+            out += [Shard(str(t), _count_keys(t)) for t in shards_in(path)]
         elif path.exists():
+            check_shard_name(path)
             out.append(Shard(str(path), _count_keys(path)))
         else:  # a URL or `pipe:` command: read once through webdataset to count
             out.append(Shard(str(p), _count_remote(str(p))))
     if not out:
-        raise FileNotFoundError(f"no .tar shards in {[str(p) for p in paths]}")
+        raise FileNotFoundError(f"no shards (.tar, .tar.gz, ...) in {[str(p) for p in paths]}")
     return out
 
 

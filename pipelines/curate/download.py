@@ -17,16 +17,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.curate import metadata
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.curate.safe_http import classify_error, install
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name
 from fusionweave.pipelines.shard_source import Sample, iter_shard
 from fusionweave.transforms.image_validate import sniff_format
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "download"
 CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark", "license",
@@ -62,9 +62,10 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path, shard_id: 
     return work / f"{shard_id:06d}", i2d_stats
 
 
-def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
     t0 = time.perf_counter()
-    install(cfg.url_policy.policy(), cfg.download.max_bytes, cfg.download.max_redirects)
+    d = cfg.download
+    install(cfg.url_policy.policy(), d.max_bytes, d.max_redirects, d.deadline)
     rows = pq.read_table(part["input"]).sort_by("ord")
     shard_id = int(part["part"])
     base, i2d_stats = _img2dataset_shard(cfg, rows, folder.work / f"dl-{part['part']}", shard_id)
@@ -96,25 +97,21 @@ def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) 
             yield {"__key__": r["key"], sniff_format(data) or "bin": data, "txt": r["caption"] or "",
                    "json": {c: r[c] for c in CARRIED}}
 
-    name = shard_name(shard_id)
-    entry: dict[str, Any] = {"part": part["part"], "inputs": [part["input"]], "rows_in": rows.num_rows,
-                             "rejected": len(rejects), "shard": None, "count": 0}
-    if kept:
-        entry.update(shard=name, **write_shard(folder.dir / name, samples()))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, make_rejects(rejects, STAGE))
     st = StepStats(rows_in=rows.num_rows, rows_out=len(kept), rejects=Counter(r["reason"] for r in rejects),
                    seconds=time.perf_counter() - t0)
-    entry["stats"] = stats_to_json({"img2dataset": st})
-    entry["img2dataset"] = {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
-                                                          "failed_to_resize", "status_dict") if k in i2d_stats}
+    entry = folder.commit(part["part"], rows_in=rows.num_rows, stats={"img2dataset": st},
+                          rejects=make_rejects(rejects, STAGE), inputs=[part["input"]], name=shard_name(shard_id),
+                          samples=samples() if kept else None,
+                          img2dataset={k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
+                                                                     "failed_to_resize", "status_dict") if k in i2d_stats})
     shutil.rmtree(folder.work / f"dl-{part['part']}", ignore_errors=True)
     return entry
 
 
 def plan(out: Path) -> list[dict[str, Any]]:
     entries = StageFolder(out, metadata.STAGE).entries()
-    return [{"part": e["part"], "input": str(Path(out) / metadata.STAGE / e["shard"])}
-            for e in sorted(entries.values(), key=lambda e: e["part"]) if e.get("shard")]
+    return [{"part": e.part, "input": str(Path(out) / metadata.STAGE / e.shard)}
+            for e in sorted(entries.values(), key=lambda e: e.part) if e.shard]
 
 
 def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:

@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
 from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects
+from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
 from fusionweave.transforms.keys import key_for
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
 from fusionweave.transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
-from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats, stats_from_json, stats_to_json
+from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats
 from fusionweave.transforms.url_safety import normalise_url
 
 STAGE = "metadata"
@@ -111,28 +111,33 @@ def _with_identity(t: pa.Table, part: dict[str, Any]) -> pa.Table:
         .append_column("url_norm", pa.array(norms, pa.string()))
 
 
+def _with_download_url(t: pa.Table) -> pa.Table:
+    """Kept rows carry the normalised URL (ASCII host, as browsers send it): urllib cannot
+    download a non-ASCII host, and it is the spelling dedup judged. Rejects keep the URL as
+    written, so it can be found in the input."""
+    url = pc.coalesce(t.column("url_norm"), t.column("url"))
+    return t.set_column(t.schema.get_field_index("url"), "url", url)
+
+
 def _unreadable(part: dict[str, Any], reason: str, detail: str, n: int) -> pa.Table:
     rows = [{"key": key_for(f"src:{Path(part['file']).name}#{part['start'] + i}"), "step": "read", "reason": reason,
              "detail": detail} for i in range(max(n, 1))]
     return make_rejects(rows, STAGE)
 
 
-def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
     """Pass 1 for one range: read, normalise columns, filter. All rows are kept in the work file
     with their reject marks; the URL dedup pass and the final write need both."""
     work = folder.work / "filtered"
-    t0 = time.perf_counter()
     if "error" in part:
         rej = _unreadable(part, "unreadable_parquet", part["error"], 1)
-        return {"part": part["part"], "rows_in": rej.num_rows, "rejected": rej.num_rows,
-                "rejects_file": _write_work_rejects(folder, part, rej), "stats": {}}
+        return PartEntry(part["part"], rej.num_rows, rej.num_rows, extra={"rejects_file": _write_work_rejects(folder, part, rej)})
     raw = _read_range(part)
     try:
         t = normalise(raw)
     except MissingColumnsError as err:
         rej = _unreadable(part, "missing_columns", str(err)[:300], raw.num_rows)
-        return {"part": part["part"], "rows_in": rej.num_rows, "rejected": rej.num_rows,
-                "rejects_file": _write_work_rejects(folder, part, rej), "stats": {}}
+        return PartEntry(part["part"], rej.num_rows, rej.num_rows, extra={"rejects_file": _write_work_rejects(folder, part, rej)})
     t = _with_identity(t, part)
     kept, rejected, stats = build_chain(cfg)(t)
     # keep every row in the work file: reject marks travel with it
@@ -145,8 +150,7 @@ def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
     urls = everything.filter(pc.is_null(everything.column("_reject_reason"))).select(
         ["ord", "key", "part", "url_norm", "bucket"])
     write_parquet(folder.work / "urls" / f"part-{part['part']}.parquet", urls)
-    return {"part": part["part"], "rows_in": t.num_rows, "rejected": rejected.num_rows, "stats": stats_to_json(stats),
-            "seconds": time.perf_counter() - t0}
+    return PartEntry(part["part"], t.num_rows, rejected.num_rows, stats)
 
 
 def _write_work_rejects(folder: StageFolder, part: dict[str, Any], rej: pa.Table) -> str:
@@ -155,30 +159,23 @@ def _write_work_rejects(folder: StageFolder, part: dict[str, Any], rej: pa.Table
     return str(path)
 
 
-def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: dict[str, Any],
-                dups_dir: Path) -> dict[str, Any]:
+def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: PartEntry,
+                dups_dir: Path) -> PartEntry:
     """Pass 3 for one range: apply the URL dedup decisions and write the shard and rejects."""
     name = shard_name(int(part["part"]), "parquet")
-    if "rejects_file" in pass1:  # the whole range was unreadable
-        rej = pq.read_table(pass1["rejects_file"])
-        rel = write_rejects(folder.dir, Path(name).stem, rej)
+    if "rejects_file" in pass1.extra:  # the whole range was unreadable
+        rej = pq.read_table(pass1.extra["rejects_file"])
         stats = {"read": StepStats(rows_in=rej.num_rows, rows_out=0, rejects=Counter(rej.column("reason").to_pylist()))}
-        return {"part": part["part"], "shard": None, "inputs": [part["file"]], "count": 0, "rows_in": rej.num_rows,
-                "rejected": rej.num_rows, "rejects": rel, "stats": stats_to_json(stats)}
+        return folder.commit(part["part"], rows_in=rej.num_rows, stats=stats, rejects=rej, inputs=[part["file"]],
+                             name=name)
     t = pq.read_table(folder.work / "filtered" / f"part-{part['part']}.parquet")
-    stats = dict(pass1["stats"])
+    stats = dict(pass1.stats)
     if cfg.metadata.dedup_urls:
-        t, url_stats = apply_dups(t, "url_dedup", dups_for_part(dups_dir, part["part"]))
-        stats["url_dedup"] = url_stats.to_dict()
+        t, stats["url_dedup"] = apply_dups(t, "url_dedup", dups_for_part(dups_dir, part["part"]))
     mask = pc.is_valid(t.column("_reject_reason"))
-    kept = t.filter(pc.invert(mask)).select(OUTPUT_COLUMNS).sort_by("ord")
-    rej = rejects_table(t.filter(mask), STAGE)
-    entry: dict[str, Any] = {"part": part["part"], "inputs": [part["file"]], "rows_in": t.num_rows,
-                             "rejected": rej.num_rows, "stats": stats, "shard": None, "count": 0}
-    if kept.num_rows:
-        entry.update(shard=name, **write_parquet(folder.dir / name, kept))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
-    return entry
+    kept = _with_download_url(t.filter(pc.invert(mask))).select(OUTPUT_COLUMNS).sort_by("ord")
+    return folder.commit(part["part"], rows_in=t.num_rows, stats=stats, rejects=rejects_table(t.filter(mask), STAGE),
+                         inputs=[part["file"]], name=name, table=kept if kept.num_rows else None)
 
 
 def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
@@ -204,7 +201,7 @@ def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
     return folder.finish(final.values(), None, time.perf_counter() - t0, {"engine": type(engine).__name__}, steps)
 
 
-def engine_steps(engine: Engine, desc: str, earlier: list[dict[str, Any]]) -> dict[str, StepStats] | None:
+def engine_steps(engine: Engine, desc: str, earlier: list[PartEntry]) -> dict[str, StepStats] | None:
     """Step counts as the engine measured them (Beam metrics), plus parts finished by an
     earlier, interrupted run; None when the engine keeps no metrics of its own."""
     metrics = getattr(engine, "step_metrics", {}).get(desc)
@@ -212,5 +209,5 @@ def engine_steps(engine: Engine, desc: str, earlier: list[dict[str, Any]]) -> di
         return None
     steps = {name: StepStats(st.rows_in, st.rows_out, Counter(st.rejects), st.seconds) for name, st in metrics.items()}
     for e in earlier:
-        merge_stats(steps, stats_from_json(e.get("stats", {})))
+        merge_stats(steps, e.stats)
     return steps

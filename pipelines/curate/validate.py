@@ -16,17 +16,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.curate import download
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
 from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
 from fusionweave.pipelines.shard_source import iter_image_samples
 from fusionweave.transforms.image_steps import DecodeValidate
 from fusionweave.transforms.image_validate import ImageLimits
-from fusionweave.transforms.step import StepChain, StepStats, stats_from_json, stats_to_json
+from fusionweave.transforms.step import StepChain, StepStats
 
 STAGE = "validate"
 ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
@@ -55,8 +55,7 @@ def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad
 
 
-def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
     table, bad = read_samples(Path(part["input"]), part.get("expected"))
     kept, rejected, stats = StepChain([DecodeValidate(limits(cfg))])(table)
     read_st = StepStats(rows_in=table.num_rows + len(bad), rows_out=table.num_rows,
@@ -74,8 +73,7 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
         write_parquet(folder.work / "bands" / f"part-{p}.parquet", bands)
     rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(bad, STAGE)])
     write_parquet(folder.work / "rejects1" / f"part-{p}.parquet", rej)
-    return {"part": p, "rows_in": table.num_rows + len(bad), "rejected": rej.num_rows,
-            "stats": stats_to_json(stats), "seconds": time.perf_counter() - t0}
+    return PartEntry(p, table.num_rows + len(bad), rej.num_rows, stats)
 
 
 def _json_member(r: dict[str, Any]) -> dict[str, Any]:
@@ -86,10 +84,10 @@ def _json_member(r: dict[str, Any]) -> dict[str, Any]:
             "source": {k: v for k, v in src.items() if k not in ("key", "url", "caption", "ord")}}
 
 
-def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: dict[str, Any]) -> dict[str, Any]:
+def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: PartEntry) -> PartEntry:
     p = part["part"]
     t = pq.read_table(folder.work / "decoded" / f"part-{p}.parquet")
-    stats = stats_from_json(pass1["stats"])
+    stats = dict(pass1.stats)
     if cfg.validate_.dedup_sha256:
         t, stats["dedup_sha256"] = apply_dups(t, "dedup_sha256", dups_for_part(folder.work / "sha_dups", p))
     if cfg.validate_.near_dup:
@@ -101,24 +99,19 @@ def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pa
     else:
         rej = rejects_table(t.slice(0, 0), STAGE)
     rej = pa.concat_tables([pq.read_table(folder.work / "rejects1" / f"part-{p}.parquet"), rej])
-    name = shard_name(int(p))
 
     def samples() -> Any:
         for r in t.sort_by("ord").to_pylist():
             yield {"__key__": r["key"], r["ext"]: r["image"], "txt": r["caption"] or "", "json": _json_member(r)}
 
-    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": pass1["rows_in"],
-                             "rejected": rej.num_rows, "shard": None, "count": 0, "stats": stats_to_json(stats)}
-    if t.num_rows:
-        entry.update(shard=name, **write_shard(folder.dir / name, samples()))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
-    return entry
+    return folder.commit(p, rows_in=pass1.rows_in, stats=stats, rejects=rej, inputs=[part["input"]],
+                         name=shard_name(int(p)), samples=samples() if t.num_rows else None)
 
 
 def plan(out: Path) -> list[dict[str, Any]]:
     entries = StageFolder(out, download.STAGE).entries()
-    return [{"part": e["part"], "input": str(Path(out) / download.STAGE / e["shard"]), "expected": e["count"]}
-            for e in sorted(entries.values(), key=lambda e: e["part"]) if e.get("shard")]
+    return [{"part": e.part, "input": str(Path(out) / download.STAGE / e.shard), "expected": e.count}
+            for e in sorted(entries.values(), key=lambda e: e.part) if e.shard]
 
 
 def run(cfg: CurateConfig, out: Path, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:

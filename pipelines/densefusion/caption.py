@@ -10,7 +10,6 @@ are rejects with their reason; nothing is dropped silently.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections import Counter
@@ -22,15 +21,16 @@ import pyarrow as pa
 
 from fusionweave.experts.captioners import CAPTION, ERROR, FINISH, Captioner
 from fusionweave.experts.pixels import error_text
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Batch, ModelEngine
 from fusionweave.pipelines.image_parts import gather, image_part_reader
 from fusionweave.pipelines.model_parts import run_model_parts
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name
 from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
 from fusionweave.transforms.caption_qc import QcPolicy, summary
 from fusionweave.transforms.prompts import Priors, Template, fit, priors_json
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
+from fusionweave.transforms.image_validate import open_image
 
 READ_STEP = "read_shard"
 SFT_PROMPT = "engine_prompt"
@@ -87,10 +87,8 @@ def make_to_batch(template: Template, budget: int | None, wanted: set[str] | Non
 
 def header_error(data: bytes) -> str:
     """"" when the image's header reads (cheap; full decoding is the captioner's), else why not."""
-    from PIL import Image
-
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:
             im.verify()
         return ""
     except Exception as err:  # noqa: BLE001 - any failure: this sample's reject
@@ -109,7 +107,7 @@ def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
 
 
 def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Batch, captioner: Captioner,
-                policy: QcPolicy, wanted: set[str] | None) -> dict[str, Any]:
+                policy: QcPolicy, wanted: set[str] | None) -> PartEntry:
     p = part["part"]
     rec, rej, samples = gather(folder.work, stage, part, rows)
     n = len(rows.get("key", ()))
@@ -155,14 +153,9 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
     stats = {READ_STEP: StepStats(rows_in, n, read_rejects, rec["read_seconds"]),
              "caption": StepStats(n, n - sum(caption_bad.values()), caption_bad),
              "caption_qc": StepStats(n - sum(caption_bad.values()), len(kept), qc_bad)}
-    name = shard_name(int(p))
-    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rows_in,
-                             "rejected": rej.num_rows + len(bad), "shard": None, "count": 0,
-                             "stats": stats_to_json(stats), "qc_stats": qc_stats, "qc_flags": dict(flags)}
-    if kept:
-        entry.update(shard=name, **write_shard(folder.dir / name, kept))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, pa.concat_tables([rej, make_rejects(bad, stage)]))
-    return entry
+    return folder.commit(p, rows_in=rows_in, stats=stats, rejects=pa.concat_tables([rej, make_rejects(bad, stage)]),
+                         inputs=[part["input"]], name=shard_name(int(p)), samples=kept or None, qc_stats=qc_stats,
+                         qc_flags=dict(flags))
 
 
 def run(stage: str, out: Path, engine: ModelEngine, parts: list[dict[str, Any]], captioner: Captioner,
@@ -175,11 +168,11 @@ def run(stage: str, out: Path, engine: ModelEngine, parts: list[dict[str, Any]],
     reader = image_part_reader(folder.work, stage, chunk_size, make_to_batch(template, budget, wanted, sft_template))
     entries = run_model_parts(engine, folder, parts, reader, captioner,
                               lambda part, rows: finish_part(folder, stage, part, rows, captioner, policy, wanted),
-                              read_cpus=read_cpus, desc=stage)
-    all_stats = [s for e in entries.values() for s in e.pop("qc_stats", [])]
+                              read_cpus=read_cpus, desc=stage, drop=("image",))
+    all_stats = [s for e in entries.values() for s in e.extra.pop("qc_stats", [])]
     flags: Counter = Counter()
     for e in entries.values():
-        flags.update(e.pop("qc_flags", {}))
+        flags.update(e.extra.pop("qc_flags", {}))
     info = {"captioner": captioner.info(), "caption_lengths": summary(all_stats, "1M" if stage == "caption" else "4V-100K"),
             "qc_flags": dict(sorted(flags.items())), "template_id": template_id(template)}
     if wanted is not None:

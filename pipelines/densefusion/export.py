@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 
 from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.partitioned import run_parts
 from fusionweave.pipelines.shard_source import iter_image_samples
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
+from fusionweave.transforms.image_validate import open_image
 
 STAGE = "export"
 JSONL, LLAVA, SFT = "densefusion.jsonl", "llava_pretrain.json", "teacher_sft.json"
@@ -38,7 +38,7 @@ def conversation(image_id: str, image: str, human: str, caption: str) -> dict[st
             "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": caption}]}
 
 
-def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: bool) -> dict[str, Any]:
+def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: bool) -> PartEntry:
     t0 = time.perf_counter()
     shard = int(part["part"])
     lines, convs = [], []
@@ -55,7 +55,7 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
             if images == "png" and ext != "png":
                 try:
                     buf = io.BytesIO()
-                    with Image.open(io.BytesIO(data)) as im:
+                    with open_image(data) as im:
                         im.save(buf, "PNG")
                     ext, data = "png", buf.getvalue()
                 except Exception:  # noqa: BLE001 - keep the original bytes under their own extension
@@ -68,14 +68,15 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
     out = folder.work / f"part-{part['part']}.json"
     write_bytes_atomic(out, json.dumps({"jsonl": lines, "llava": convs}).encode())
     st = StepStats(n, n, seconds=time.perf_counter() - t0)
-    return {"part": part["part"], "inputs": [part["input"]], "rows_in": n, "rejected": 0, "shard": None,
-            "count": n, "result": str(out), "stats": stats_to_json({"export": st}), "not_png": unconverted}
+    # no shard: the rows go into the stage's export files, which `run` writes once every part is done
+    return PartEntry(part["part"], n, 0, {"export": st}, [part["input"]], count=n,
+                     extra={"result": str(out), "not_png": unconverted})
 
 
 def shard_parts(stage_dir: Path) -> list[dict[str, Any]]:
     entries = StageFolder(stage_dir.parent, stage_dir.name).entries()
-    return [{"part": p, "input": str(stage_dir / e["shard"]), "expected": e["count"]}
-            for p, e in sorted(entries.items()) if e.get("shard")]
+    return [{"part": p, "input": str(stage_dir / e.shard), "expected": e.count}
+            for p, e in sorted(entries.items()) if e.shard]
 
 
 def run(out: Path, engine: Engine, source: str, images: str, name: str = STAGE, sft: bool = False) -> dict[str, Any]:
@@ -88,13 +89,13 @@ def run(out: Path, engine: Engine, source: str, images: str, name: str = STAGE, 
                         desc=name)
     lines, convs = [], []
     for p in sorted(entries):
-        got = json.loads(Path(entries[p]["result"]).read_text())
+        got = json.loads(Path(entries[p].extra["result"]).read_text())
         lines += got["jsonl"]
         convs += got["llava"]
     write_bytes_atomic(folder.dir / JSONL, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
     write_bytes_atomic(folder.dir / (SFT if sft else LLAVA),
                        json.dumps(convs, ensure_ascii=False, indent=1).encode())
     for e in entries.values():
-        e.pop("result", None)
+        e.extra.pop("result", None)
     return folder.finish(entries.values(), None, time.perf_counter() - t0,
                          info={"files": [JSONL, SFT if sft else LLAVA], "images": images, "reads": source})

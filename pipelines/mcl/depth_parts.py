@@ -12,7 +12,7 @@ import numpy as np
 from fusionweave.experts.base import Batch, Stage
 from fusionweave.experts.depth import PNG, DepthExpert
 from fusionweave.experts.expert import result_column
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.mcl.config import MclConfig
 from fusionweave.pipelines.mcl.media import MediaError, preprocessing, valid_image
 from fusionweave.pipelines.mcl.parts import MediaStats
@@ -64,7 +64,7 @@ def reader(batch_size: int, quality: int = 95) -> Any:
 
 
 def finisher(folder: StageFolder, cfg: MclConfig, model_info: dict[str, Any]) -> Any:
-    def finish(part: dict[str, Any], batch: Batch) -> dict[str, Any]:
+    def finish(part: dict[str, Any], batch: Batch) -> PartEntry:
         t0 = time.perf_counter()
         order = np.argsort(batch["key"]) if batch else []
         stats = {"read": StepStats(rows_in=len(part["records"])), "depth": StepStats()}

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.mcl.config import MclConfig
 from fusionweave.pipelines.mcl.sources import SPECS
 from fusionweave.pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "mcl_export"
 
 
-def read_records(stage_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+def read_records(stage_dir: Path, entry: PartEntry) -> list[dict[str, Any]]:
     """A part's kept records, from the small file the mcl stage wrote beside its shard."""
-    lines = (stage_dir / entry["records"]).read_text(encoding="utf-8").splitlines()
-    return [{**json.loads(ln), "shard": entry["shard"]} for ln in lines]
+    lines = (stage_dir / entry.extra["records"]).read_text(encoding="utf-8").splitlines()
+    return [{**json.loads(ln), "shard": entry.shard} for ln in lines]
 
 
 def coco_ground_truth(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,14 +67,14 @@ def run(cfg: MclConfig, out: Path, source_stage: str) -> dict[str, Any]:
     src = StageFolder(out, source_stage)
     entries, records = [], []
     for p, e in sorted(src.entries().items()):
-        if not e.get("shard"):
+        if not e.shard:
             continue
         t1 = time.perf_counter()
         recs = read_records(src.dir, e)
         records += recs
         n = len(recs)
-        entries.append({"part": p, "inputs": [e["records"]], "rows_in": n, "rejected": 0, "shard": None, "count": n,
-                        "stats": stats_to_json({"export": StepStats(n, n, seconds=time.perf_counter() - t1)})})
+        entries.append(PartEntry(p, n, 0, {"export": StepStats(n, n, seconds=time.perf_counter() - t1)},
+                                 [e.extra["records"]], count=n))
     files = write_exports(folder, cfg, records)
     manifest = stage_manifest(cfg, records, f"{source_stage}/", f"{STAGE}/")
     write_bytes_atomic(folder.dir / STAGES_FILE, json.dumps(manifest, indent=1).encode())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionweave.transforms.mcl.record import MODALITIES, Record
+from fusionweave.pipelines.build_folder import PartEntry
 
 
 def plan_parts(records: list[Record], roots: dict[str, Path], shard_size: int) -> list[dict[str, Any]]:
@@ -56,12 +57,12 @@ def part_info(part: dict[str, Any], kept: list[Record], rejects: list[dict[str, 
             "media": media.d, "preprocess": preprocess}
 
 
-def build_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def build_summary(entries: list[PartEntry]) -> dict[str, Any]:
     """Counts per modality, split, task and source; rejects by reason per modality; media stats."""
     counts: dict[str, Any] = {}
     rejects: dict[str, Counter] = defaultdict(Counter)
     media: dict[str, MediaStats] = defaultdict(MediaStats)
-    for e in entries:
+    for e in (x.extra for x in entries):
         for m, by in e.get("plan_rejects", {}).items():
             rejects[m].update(by)
         if "modality" not in e:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from fusionweave.experts.expert import ExpertError
 from fusionweave.experts.resolve import ModelNotFound
 from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Engine, ModelEngine
 from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.mcl import depth_parts, export, hygiene
@@ -29,9 +29,9 @@ from fusionweave.pipelines.mcl.sources import SPECS, read_source
 from fusionweave.pipelines.mcl.write import write_part
 from fusionweave.pipelines.model_parts import run_model_parts
 from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, write_rejects
+from fusionweave.pipelines.shard_sink import make_rejects
 from fusionweave.transforms.mcl.record import Record
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "mcl"
 STAGES = {STAGE: None, export.STAGE: None}
@@ -141,15 +141,15 @@ def check(cfg: MclConfig, out: Path) -> Plan:
     return p
 
 
-def resumed(p: Plan, folder: StageFolder, entry: dict[str, Any]) -> Plan:
+def resumed(p: Plan, folder: StageFolder, entry: PartEntry) -> Plan:
     """The plan a killed run had recorded: its rejects (cross-split ones included) are not
     recomputed, so a resume does not hash every file again."""
-    gone = set(pq.read_table(folder.dir / entry["rejects"], columns=["key"]).column("key").to_pylist()) \
-        if entry.get("rejects") else set()
+    gone = set(pq.read_table(folder.dir / entry.rejects, columns=["key"]).column("key").to_pylist()) \
+        if entry.rejects else set()
     return Plan([r for r in p.records if r.key not in gone], p.rejects, p.stats, p.roots)
 
 
-def plan_entry(folder: StageFolder, p: Plan) -> dict[str, Any]:
+def plan_entry(folder: StageFolder, p: Plan) -> PartEntry:
     """The rows refused before any media was opened, as a manifest line without a shard."""
     missing = [r for r in p.rejects if r["reason"] == "missing_media"]
     write_bytes_atomic(folder.dir / MISSING, "".join(
@@ -158,9 +158,8 @@ def plan_entry(folder: StageFolder, p: Plan) -> dict[str, Any]:
     for r in p.rejects:
         by_modality[r["modality"]][r["reason"]] += 1
     rows = [{k: r[k] for k in ("key", "step", "reason", "detail")} for r in p.rejects]
-    return {"part": PLAN_PART, "rows_in": len(rows), "rejected": len(rows), "shard": None, "count": 0,
-            "rejects": write_rejects(folder.dir, "plan", make_rejects(rows, STAGE)),
-            "stats": stats_to_json(p.stats), "plan_rejects": {m: dict(c) for m, c in by_modality.items()}}
+    return folder.commit(PLAN_PART, rows_in=len(rows), stats=p.stats, rejects=make_rejects(rows, STAGE),
+                         rejects_name="plan", plan_rejects={m: dict(c) for m, c in by_modality.items()})
 
 
 def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dict[str, Any]:

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.mcl.config import MclConfig
 from fusionweave.pipelines.mcl.media import BUILDERS, MediaError, preprocessing
 from fusionweave.pipelines.mcl.parts import MediaStats, part_info
-from fusionweave.pipelines.shard_sink import make_rejects, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import make_rejects
 from fusionweave.transforms.mcl.record import Record
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 RECORDS = "_records"
 
@@ -24,23 +24,21 @@ def reject(rec: Record, step: str, reason: str, detail: str) -> dict[str, Any]:
 
 def finish_part(folder: StageFolder, part: dict[str, Any], samples: list[dict[str, Any]], kept: list[Record],
                 rejects: list[dict[str, Any]], stats: dict[str, StepStats], media: MediaStats,
-                preprocess: dict[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"part": part["part"], "rows_in": len(part["records"]), "rejected": len(rejects),
-                             "shard": None, "count": 0, "stats": stats_to_json(stats),
-                             **part_info(part, kept, rejects, media, preprocess)}
+                preprocess: dict[str, Any]) -> PartEntry:
+    entry = folder.commit(part["part"], rows_in=len(part["records"]), stats=stats,
+                          rejects=make_rejects(rejects, folder.stage), name=part["shard"], samples=samples or None,
+                          rejects_name=part["rejects_name"], **part_info(part, kept, rejects, media, preprocess))
     if samples:
-        entry.update(shard=part["shard"], **write_shard(folder.dir / part["shard"], samples))
         # the kept records beside the shard, so exports need not read the media back
         rel = f"{RECORDS}/{part['rejects_name']}.jsonl"
         write_bytes_atomic(folder.dir / rel, "".join(
             json.dumps({**s["json"], "rows": r.rows}, sort_keys=True, ensure_ascii=False) + "\n"
             for s, r in zip(samples, kept)).encode())
-        entry["records"] = rel
-    entry["rejects"] = write_rejects(folder.dir, part["rejects_name"], make_rejects(rejects, folder.stage))
+        entry.extra["records"] = rel
     return entry
 
 
-def write_part(folder: StageFolder, cfg: MclConfig, part: dict[str, Any]) -> dict[str, Any]:
+def write_part(folder: StageFolder, cfg: MclConfig, part: dict[str, Any]) -> PartEntry:
     """Image, video, audio and point-cloud parts (depth parts need the model: depth_parts)."""
     build = BUILDERS[part["modality"]]
     stats = {"read": StepStats(), "preprocess": StepStats()}

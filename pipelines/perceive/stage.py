@@ -7,7 +7,6 @@ expert failing on a sample is recorded in that sample's `experts.json` and count
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import Counter
@@ -15,20 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from fusionweave.experts.depth import DETECTIONS, PNG
 from fusionweave.experts.expert import Expert, result_column
 from fusionweave.experts.pixels import error_text
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Batch, ModelEngine
 from fusionweave.pipelines.image_parts import gather, image_part_reader
 from fusionweave.pipelines.model_parts import run_model_parts
 from fusionweave.pipelines.perceive.config import PerceiveConfig
 from fusionweave.pipelines.perceive.chain import MergeDetections, build_chain
-from fusionweave.pipelines.shard_sink import shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import shard_name
 from fusionweave.pipelines.shard_source import ImageSample
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
+from fusionweave.transforms.image_validate import open_image
 
 STAGE = "perceive"
 READ_STEP = "read_image"
@@ -38,7 +37,7 @@ ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 def upright_size(data: bytes) -> tuple[int, int]:
     """Width and height after EXIF orientation, from the header only (no pixel decode)."""
-    with Image.open(io.BytesIO(data)) as im:
+    with open_image(data) as im:
         w, h = im.size
         try:
             orientation = im.getexif().get(0x0112)
@@ -78,7 +77,7 @@ def experts_json(row: dict[str, Any], experts: list[Expert], merge: MergeDetecti
 
 
 def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts: list[Expert],
-                merge: MergeDetections | None) -> dict[str, Any]:
+                merge: MergeDetections | None) -> PartEntry:
     p = part["part"]
     rec, rej, samples = gather(folder.work, STAGE, part, rows)
     n = len(rows.get("key", ()))
@@ -101,14 +100,9 @@ def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts:
     stats = {READ_STEP: StepStats(rec["rows_in"], n, read_rejects, rec["read_seconds"])}
     for e in experts:
         stats[e.name] = StepStats(n, n, Counter(), model_seconds[e.name])
-    name = shard_name(int(p))
-    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rec["rows_in"], "rejected": rej.num_rows,
-                             "shard": None, "count": 0, "stats": stats_to_json(stats),
-                             "expert_errors": {k: v for k, v in sorted(errors.items()) if v}}
-    if out:
-        entry.update(shard=name, **write_shard(folder.dir / name, out))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
-    return entry
+    return folder.commit(p, rows_in=rec["rows_in"], stats=stats, rejects=rej, inputs=[part["input"]],
+                         name=shard_name(int(p)), samples=out or None,
+                         expert_errors={k: v for k, v in sorted(errors.items()) if v})
 
 
 def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]],
@@ -120,14 +114,14 @@ def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, parts: list[dict[st
     chain = build_chain(experts, cfg.boxes)
     merge = next((s for s in chain if isinstance(s, MergeDetections)), None)
 
-    def finish(part: dict[str, Any], rows: Batch) -> dict[str, Any]:
+    def finish(part: dict[str, Any], rows: Batch) -> PartEntry:
         return finish_part(folder, part, rows, experts, merge)
 
     entries = run_model_parts(engine, folder, parts, image_part_reader(folder.work, STAGE, cfg.chunk_size, to_batch),
-                              chain, finish, read_cpus=cfg.read_cpus, desc="perceive")
+                              chain, finish, read_cpus=cfg.read_cpus, desc="perceive", drop=("image",))
     errors: Counter = Counter()
     for e in entries.values():
-        errors.update(e.get("expert_errors", {}))
+        errors.update(e.extra.get("expert_errors", {}))
     info = {"experts": [e.info() for e in experts], "expert_errors": dict(sorted(errors.items())),
             "schema": SCHEMA}
     if merge is not None:

@@ -18,16 +18,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.partitioned import run_parts
 from fusionweave.pipelines.select import cluster, embed
 from fusionweave.pipelines.select.config import SelectConfig
 from fusionweave.pipelines.select.summary import summarise
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name, write_rejects, write_shard
+from fusionweave.pipelines.shard_sink import make_rejects, shard_name
 from fusionweave.pipelines.shard_source import iter_image_samples
 from fusionweave.transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "select"
 DUPLICATE = "semantic_duplicate"
@@ -100,7 +100,7 @@ def decisions_for(folder: StageFolder, part: str) -> pa.Table:
         filter=pc.field("part") == part).sort_by("idx")
 
 
-def write_part(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
+def write_part(folder: StageFolder, part: dict[str, Any]) -> PartEntry:
     t0 = time.perf_counter()
     p = part["part"]
     d = decisions_for(folder, p)
@@ -129,13 +129,8 @@ def write_part(folder: StageFolder, part: dict[str, Any]) -> dict[str, Any]:
     stats = {"semdedup": StepStats(n, n - n_dup, Counter({DUPLICATE: n_dup}) if n_dup else Counter()),
              "top_n": StepStats(n - n_dup, len(kept), Counter({NOT_SELECTED: reasons[NOT_SELECTED]})
                                 if reasons.get(NOT_SELECTED) else Counter(), time.perf_counter() - t0)}
-    name = shard_name(int(p))
-    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": n, "rejected": len(bad),
-                             "shard": None, "count": 0, "stats": stats_to_json(stats)}
-    if kept:
-        entry.update(shard=name, **write_shard(folder.dir / name, kept))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, make_rejects(bad, STAGE))
-    return entry
+    return folder.commit(p, rows_in=n, stats=stats, rejects=make_rejects(bad, STAGE), inputs=[part["input"]],
+                         name=shard_name(int(p)), samples=kept or None)
 
 
 def run(cfg: SelectConfig, out: Path, engine: Engine, parts: list[dict[str, Any]], seed: int) -> dict[str, Any]:

@@ -17,15 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fusionweave.pipelines.atomic import atomic_path, write_bytes_atomic
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import ModelEngine, Shared
 from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.partitioned import run_parts
 from fusionweave.pipelines.select import embed
 from fusionweave.pipelines.select.config import ClusterConfig
-from fusionweave.pipelines.shard_sink import write_parquet
 from fusionweave.transforms import kmeans
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "cluster"
 CENTROIDS = "centroids.npy"
@@ -38,7 +37,7 @@ class ClusterError(BuildSetupError):
 
 def side_tables(out: Path) -> list[tuple[str, Path, int]]:
     entries = StageFolder(out, embed.STAGE).entries()
-    return [(p, Path(out) / embed.STAGE / e["shard"], e["count"]) for p, e in sorted(entries.items())]
+    return [(p, Path(out) / embed.STAGE / e.shard, e.count) for p, e in sorted(entries.items())]
 
 
 ROWS_PER_BUCKET = 50_000
@@ -80,7 +79,7 @@ def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[
 
 
 def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, threads: int,
-                buckets: int) -> dict[str, Any]:
+                buckets: int) -> PartEntry:
     t0 = time.perf_counter()
     table = pq.read_table(part["input"])
     ids, dist = kmeans.assign(embed.embeddings_of(table), centroids.get(), threads)
@@ -88,12 +87,9 @@ def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, th
                     "idx": table.column("idx"), "cluster": pa.array(ids, pa.int32()),
                     "distance": pa.array(dist, pa.float32()), "bucket": pa.array(ids % buckets, pa.int32()),
                     "embedding": table.column("embedding")})
-    name = Path(part["input"]).name
     st = StepStats(table.num_rows, table.num_rows, seconds=time.perf_counter() - t0)
-    entry = {"part": part["part"], "inputs": [part["input"]], "rows_in": table.num_rows, "rejected": 0,
-             "shard": name, "stats": stats_to_json({"assign": st})}
-    entry.update(write_parquet(folder.dir / name, out))
-    return entry
+    return folder.commit(part["part"], rows_in=table.num_rows, stats={"assign": st}, inputs=[part["input"]],
+                         name=Path(part["input"]).name, table=out)
 
 
 def run(cfg: ClusterConfig, out: Path, engine: ModelEngine, seed: int) -> dict[str, Any]:

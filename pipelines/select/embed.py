@@ -15,16 +15,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fusionweave.experts.base import seconds_column
 from fusionweave.experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
 from fusionweave.experts.resolve import resolve_model
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Batch, ModelEngine
 from fusionweave.pipelines.image_parts import image_part_reader, read_record
 from fusionweave.pipelines.model_parts import run_model_parts
 from fusionweave.pipelines.select.config import EmbedConfig, SelectConfig
-from fusionweave.pipelines.shard_sink import shard_name, write_parquet, write_rejects
+from fusionweave.pipelines.shard_sink import shard_name
 from fusionweave.pipelines.shard_source import ImageSample
-from fusionweave.transforms.step import StepStats, stats_to_json
+from fusionweave.transforms.step import StepStats
 
 STAGE = "embed"
 STEP = "embed"
@@ -76,7 +77,7 @@ def make_reader(cfg: EmbedConfig, work: Path):  # noqa: ANN201 - a closure shipp
     return image_part_reader(work, STAGE, cfg.batch_size, to_batch)
 
 
-def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, seconds: float, dim: int) -> dict[str, Any]:
+def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, dim: int) -> PartEntry:
     p = part["part"]
     rec, rej = read_record(folder.work, p)
     n = len(rows.get("key", ()))
@@ -90,15 +91,12 @@ def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, seconds:
     for step, reason, count in rec["rejects"]:
         (read_rejects if step == "read_shard" else embed_rejects)[reason] += count
     n_read_ok = rec["rows_in"] - sum(read_rejects.values())
-    # seconds: the reader's own time; for the model, the time since the previous part finished
+    sec = rows.get(seconds_column(ImageEmbedder.name))
+    seconds = float(sec.sum()) if sec is not None else 0.0  # measured in the model's worker
     stats = {"read_shard": StepStats(rec["rows_in"], n_read_ok, read_rejects, rec["read_seconds"]),
              STEP: StepStats(n_read_ok, n, embed_rejects, seconds)}
-    name = shard_name(int(p), "parquet")
-    entry: dict[str, Any] = {"part": p, "inputs": [part["input"]], "rows_in": rec["rows_in"],
-                             "rejected": rej.num_rows, "shard": name, "stats": stats_to_json(stats)}
-    entry.update(write_parquet(folder.dir / name, table))
-    entry["rejects"] = write_rejects(folder.dir, Path(name).stem, rej)
-    return entry
+    return folder.commit(p, rows_in=rec["rows_in"], stats=stats, rejects=rej, inputs=[part["input"]],
+                         name=shard_name(int(p), "parquet"), table=table)
 
 
 def run(cfg: SelectConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,13 +106,9 @@ def run(cfg: SelectConfig, out: Path, engine: ModelEngine, parts: list[dict[str,
     t0 = time.perf_counter()
     step = embedder(cfg.embed)
     dim = embedding_dim(resolve_model(cfg.embed.model, cfg.embed.revision))
-    last = [time.perf_counter()]
 
-    def finish(part: dict[str, Any], rows: Batch) -> dict[str, Any]:
-        now = time.perf_counter()
-        entry = finish_part(folder, part, rows, now - last[0], dim)
-        last[0] = now
-        return entry
+    def finish(part: dict[str, Any], rows: Batch) -> PartEntry:
+        return finish_part(folder, part, rows, dim)
 
     entries = run_model_parts(engine, folder, parts, make_reader(cfg.embed, folder.work), step, finish,
                               read_cpus=cfg.embed.read_cpus, desc="select: embed")

@@ -1,15 +1,16 @@
-"""Which shards the select build reads: a stage folder (its manifest), a folder of .tar files,
-or tar files. Parts are numbered in that order; a part keeps its upstream sample count, so a
-tar that breaks later still accounts for every sample it should hold."""
+"""Which shards the select build reads: a stage folder (its manifest), a folder of shards (.tar,
+.tar.gz, ... as `shards_in` lists them), or shard files. Parts are numbered in that order; a
+part keeps its upstream sample count, so a tar that breaks later still accounts for every
+sample it should hold."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.build_folder import MANIFEST
+from fusionweave.pipelines.build_folder import MANIFEST, stage_shards
 from fusionweave.pipelines.errors import BuildSetupError
-from fusionweave.pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.shard_source import (SHARD_SUFFIXES, Sample, UnsupportedShard, check_shard_name, iter_shard,
+                                                shards_in)
 
 
 class InputError(BuildSetupError):
@@ -21,26 +22,24 @@ def _shards_of(path: Path) -> list[tuple[Path, int | None]]:
         raise InputError(f"no shards found: {path} does not exist (a build reads the previous pipeline's final "
                          "stage in the same build folder, e.g. curate's `validate` for select, or the shards named "
                          "by its `input`)")
-    if path.is_dir() and (path / MANIFEST).exists():
-        found = []
-        for line in (path / MANIFEST).read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if (e.get("shard") or "").endswith(".tar"):  # parts that kept no sample have no shard
-                found.append((e["part"], path / e["shard"], e.get("count")))
-        return [(p, n) for _, p, n in sorted(found, key=lambda t: t[0])]
+    stage = stage_shards(path)
+    if stage is not None:
+        return list(stage)
     if path.is_dir():
-        return [(p, None) for p in sorted(path.glob("*.tar"))]
+        return [(p, None) for p in shards_in(path)]
+    check_shard_name(path)
     return [(path, None)]
 
 
 def plan_parts(sources: list[Path]) -> list[dict[str, Any]]:
-    shards = [s for src in sources for s in _shards_of(Path(src))]
+    try:
+        shards = [s for src in sources for s in _shards_of(Path(src))]
+    except UnsupportedShard as err:
+        raise InputError(str(err)) from None
     if not shards:
+        named = ", ".join(f"*{s}" for s in SHARD_SUFFIXES)
         raise InputError(f"no shards found in {[str(s) for s in sources]} (a stage folder with {MANIFEST}, "
-                         "a folder of .tar files, or .tar files)")
+                         f"a folder of shards named {named}, or shard files)")
     return [{"part": f"{i:06d}", "input": str(p), "expected": n} for i, (p, n) in enumerate(shards)]
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fusionweave.pipelines.shard_sink import shard_name, write_shard
+from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.shard_sink import shard_name
+from fusionweave.transforms.step import StepStats
 
 CAPS = 5
 KARPATHY_SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}
@@ -27,26 +30,29 @@ class MatchingDataError(ValueError):
 
 
 def write_split(out: Path, split: str, samples: Iterator[dict[str, Any]], per_shard: int = 1000) -> dict[str, Any]:
-    """Samples in order into `out/split/shard-*.tar`, with a manifest the loaders read counts from."""
-    folder = Path(out) / split
-    folder.mkdir(parents=True, exist_ok=True)
-    lines, batch, n = [], [], 0
+    """Samples in order into `out/split/shard-*.tar`: a stage folder (manifest with counts,
+    `_stats.json`) like any build's, so loaders and `verify` read it the same way."""
+    folder = StageFolder(out, split)
+    if folder.dir.exists():
+        shutil.rmtree(folder.dir)  # a conversion is rewritten whole, never resumed
+    folder.prepare()
+    entries: list[PartEntry] = []
+    batch: list[dict[str, Any]] = []
 
     def flush() -> None:
-        name = shard_name(len(lines))
-        entry = {"part": f"{len(lines):06d}", "shard": name, **write_shard(folder / name, batch)}
-        lines.append(entry)
+        n = len(batch)
+        entries.append(folder.commit(f"{len(entries):06d}", rows_in=n, stats={"convert": StepStats(n, n)},
+                                     name=shard_name(len(entries)), samples=batch))
 
     for s in samples:
         batch.append(s)
-        n += 1
         if len(batch) == per_shard:
             flush()
             batch = []
     if batch:
         flush()
-    (folder / "_manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
-    return {"split": split, "images": n, "shards": len(lines)}
+    stats = folder.finish(entries)
+    return {"split": split, "images": stats["rows_out"], "shards": stats["shards"]}
 
 
 def _sample(image_id: str, split: str, order: int, captions: list[str], **media: Any) -> dict[str, Any]:
