@@ -161,3 +161,15 @@ def _validated_urls(out: Path) -> list[str]:
 
     files = sorted(str(p) for p in (out / "validate").glob("shard-*.tar"))
     return [json.loads(s["json"])["url"] for s in wds.WebDataset(files, shardshuffle=False)]
+
+
+def test_allowed_hosts_are_compared_in_their_ascii_form() -> None:
+    import pydantic
+
+    from fusionweave.pipelines.curate.config import UrlPolicyConfig
+
+    cfg = UrlPolicyConfig(allow_private_networks=["Bücher.Intern", "10.0.0.0/8", "127.0.0.1"])
+    assert cfg.policy().allowed == ("xn--bcher-kva.intern", "10.0.0.0/8", "127.0.0.1")
+    assert cfg.policy().address_refusal("bücher.intern") is None
+    with pytest.raises(pydantic.ValidationError, match="allow_private_networks"):
+        UrlPolicyConfig(allow_private_networks=["exa mple.test"])

@@ -3,7 +3,6 @@
 at their configured ratios, plus a stream per eval set of every modality seen so far."""
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fusionweave.trainers.stream import CorruptSample, Mixture, ResumableLoader, Sample, ShardStream, decode_sample
+from fusionweave.transforms.image_validate import open_image
 
 MANIFEST = Path("mcl_export") / "stages.json"
 FORMAT = "fusionweave.mcl-stages/1"
@@ -43,7 +43,6 @@ def decode_mcl(raw: Sample) -> Sample:
     """decode_sample, plus MCL's members: video frames `f0.jpg..` -> `frames` (T, 3, H, W) uint8,
     `depth.png` -> (H, W) int32 (16-bit depth), `fbank.npy` and point `npy` -> arrays."""
     import torch
-    from PIL import Image
 
     frames = sorted((int(FRAME.match(k).group(1)), k) for k in raw if FRAME.match(k))
     depth = raw.get("depth.png")
@@ -53,11 +52,11 @@ def decode_mcl(raw: Sample) -> Sample:
         if frames:
             arrs = []
             for _, k in frames:
-                with Image.open(io.BytesIO(raw[k])) as im:
+                with open_image(raw[k]) as im:
                     arrs.append(np.asarray(im.convert("RGB")))
             out["frames"] = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
         if depth is not None:
-            with Image.open(io.BytesIO(depth)) as im:
+            with open_image(depth) as im:
                 out["depth"] = torch.from_numpy(np.asarray(im, dtype=np.int32))
     except Exception as err:  # noqa: BLE001 - the sample's failure, counted and skipped by the stream
         raise CorruptSample(f"{raw['__key__']}: frames or depth: {type(err).__name__}: {err}") from None

@@ -20,6 +20,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from fusionweave.trainers.shard_plan import Shard, collection_order, consumed_per_worker, plan_epoch, shard_counts
+from fusionweave.transforms.image_validate import open_image
 
 Sample = dict[str, Any]
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -33,7 +34,6 @@ def decode_sample(raw: Sample) -> Sample:
     """Members by extension: images -> uint8 CHW tensors, txt -> str, json -> dict, npy -> array,
     cls -> int; anything else stays bytes. Raises CorruptSample when a member cannot be decoded."""
     import torch
-    from PIL import Image
 
     out: Sample = {"__key__": raw["__key__"]}
     for ext, data in raw.items():
@@ -41,7 +41,7 @@ def decode_sample(raw: Sample) -> Sample:
             continue
         try:
             if ext in IMAGE_EXTS:
-                with Image.open(io.BytesIO(data)) as im:
+                with open_image(data) as im:
                     arr = np.asarray(im.convert("RGB"))
                 out[ext] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
             elif ext == "txt":

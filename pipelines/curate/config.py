@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fusionweave.transforms.url_safety import AddressPolicy
+from fusionweave.transforms.url_safety import AddressPolicy, canonical_host
 
 
 class Strict(BaseModel):
@@ -17,6 +17,14 @@ class UrlPolicyConfig(Strict):
     # false: refuse private/loopback/link-local; true: allow all of them;
     # a list: allow only these hosts or networks (e.g. ["127.0.0.1"] for a local test server)
     allow_private_networks: bool | list[str] = False
+
+    @field_validator("allow_private_networks")
+    @classmethod
+    def _ascii_hosts(cls, v: bool | list[str]) -> bool | list[str]:
+        """Host names as the download judges them (IDNA's ASCII form); networks as written."""
+        if isinstance(v, bool):
+            return v
+        return [h.lower() if "/" in h or ":" in h else canonical_host(h) for h in v]
 
     def policy(self) -> AddressPolicy:
         if isinstance(self.allow_private_networks, bool):
