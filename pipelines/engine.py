@@ -48,8 +48,9 @@ class ModelEngine(Engine, Protocol):
         ...
 
     def map_stream(self, items: Iterator[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
-                   num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
-        """`map_partitions` over items that arrive while it runs; results in completion order."""
+                   num_cpus: float, desc: str, workers: int = 0) -> Iterator[dict[str, Any]]:
+        """`map_partitions` over items that arrive while it runs; results in completion order.
+        `workers`: run them on that many long-lived workers started at once."""
         ...
 
     def share(self, value: Any) -> Shared:

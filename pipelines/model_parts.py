@@ -32,6 +32,7 @@ from fusionweave.pipelines.engine import Batch, ModelEngine
 log = logging.getLogger(__name__)
 
 PART, CHUNK, ROWS, SENT = "_part", "_chunk", "_rows", "_sent"
+FINISHERS = 2  # long-lived workers that write the parts' shards
 
 
 def chunk_columns(part: str, chunk: int, n: int, last_total: int | None) -> Batch:
@@ -157,7 +158,10 @@ def run_model_parts(engine: ModelEngine, folder: StageFolder, parts: list[dict[s
 
     with tqdm(total=len(parts), initial=len(done), desc=desc, unit="shard", disable=not progress,
               dynamic_ncols=True, leave=False) as bar:
-        for entry in engine.map_stream(complete_parts(), _finisher(spill, finish), num_cpus=read_cpus, desc=desc):
+        # finishing workers start with the stage, not after its last chunk
+        finishers = min(len(todo), FINISHERS)
+        for entry in engine.map_stream(complete_parts(), _finisher(spill, finish), num_cpus=read_cpus, desc=desc,
+                                       workers=finishers):
             folder.append(entry)
             done[entry.part] = entry
             bar.update(1)
