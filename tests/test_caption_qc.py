@@ -45,3 +45,23 @@ def test_summary_against_table_1() -> None:
     assert s["words"]["mean"] == 143.0 and s["words"]["vs_published"] == round(143 / 191, 3)
     assert s["published"] == PUBLISHED["1M"] == {"chars": 1130, "words": 191, "sentences": 11.0}
     assert summary([])["captions"] == 0
+
+
+def test_caption_checks_are_filters_in_a_chain() -> None:
+    """Failed calls and QC refusals go through the one step chain: reasons, details, statistics."""
+    import pyarrow as pa
+
+    from fusionweave.transforms.caption_qc import CaptionFailed, CaptionQc
+    from fusionweave.transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP, StepChain
+
+    t = pa.table({"key": ["ok", "failed", "empty", "refusal"], "error": ["", "timeout", "", ""],
+                  "caption": [GOOD, "", "", "I'm sorry, I cannot describe this image."],
+                  "finish_reason": ["stop", "", "stop", "stop"]})
+    kept, rejected, stats = StepChain([CaptionFailed(), CaptionQc(QcPolicy())])(t)
+    assert kept.column("key").to_pylist() == ["ok"]
+    got = {r["key"]: (r[REJECT_STEP], r[REJECT_REASON], r[REJECT_DETAIL]) for r in rejected.to_pylist()}
+    assert got == {"failed": ("caption", "caption_failed", "timeout"), "empty": ("caption_qc", "qc_empty", ""),
+                   "refusal": ("caption_qc", "qc_refusal", "I'm sorry, I cannot describe this image.")}
+    assert (stats["caption"].rows_in, stats["caption"].rows_out) == (4, 3)
+    assert (stats["caption_qc"].rows_in, stats["caption_qc"].rows_out) == (3, 1)
+    assert dict(stats["caption_qc"].rejects) == {"qc_empty": 1, "qc_refusal": 1}

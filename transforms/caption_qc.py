@@ -10,6 +10,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pyarrow as pa
+
+from fusionweave.transforms.step import Filter
+
 Action = Literal["reject", "flag", "off"]
 
 # DenseFusion-1M, Table 1 (per caption, means)
@@ -70,6 +74,38 @@ class QcPolicy:
         acted = [f for f in found if getattr(self, f) != "off"]
         reject = next((f for f in acted if getattr(self, f) == "reject"), None)
         return {"stats": stats(text), "flags": acted, "reject": reject}
+
+
+class CaptionFailed(Filter):
+    """Rows whose captioner call failed (a non-empty `error`) -> `caption_failed`, with the error."""
+
+    name = "caption"
+
+    def reasons(self, batch: pa.Table) -> list[str | None]:
+        return ["caption_failed" if e else None for e in batch.column("error").to_pylist()]
+
+    def details(self, batch: pa.Table) -> list[str | None]:
+        return [e or None for e in batch.column("error").to_pylist()]
+
+
+class CaptionQc(Filter):
+    """The policy's rejecting problem of each caption (`caption`, `finish_reason`) -> `qc_<problem>`;
+    flags and length statistics are read with `QcPolicy.check` where the caption is kept."""
+
+    name = "caption_qc"
+
+    def __init__(self, policy: QcPolicy):
+        self.policy = policy
+
+    def reasons(self, batch: pa.Table) -> list[str | None]:
+        out = []
+        for text, finish in zip(batch.column("caption").to_pylist(), batch.column("finish_reason").to_pylist()):
+            bad = self.policy.check(text or "", finish)["reject"]
+            out.append(f"qc_{bad}" if bad else None)
+        return out
+
+    def details(self, batch: pa.Table) -> list[str | None]:
+        return [(t or "")[:200] for t in batch.column("caption").to_pylist()]
 
 
 def summary(all_stats: list[dict[str, int]], reference: str = "1M") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fusionweave.experts.captioners import CAPTION, ERROR, FINISH, Captioner
 from fusionweave.experts.pixels import error_text
@@ -25,14 +26,17 @@ from fusionweave.pipelines.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Batch, ModelEngine
 from fusionweave.pipelines.image_parts import gather, image_part_reader
 from fusionweave.pipelines.model_parts import run_model_parts
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name
+from fusionweave.pipelines.shard_sink import rejects_table, shard_name
 from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
-from fusionweave.transforms.caption_qc import QcPolicy, summary
+from fusionweave.transforms.caption_qc import CaptionFailed, CaptionQc, QcPolicy, summary
 from fusionweave.transforms.prompts import Priors, Template, fit, priors_json
-from fusionweave.transforms.step import StepStats
+from fusionweave.transforms.step import REJECT_STEP, StepChain, StepStats
 from fusionweave.transforms.image_validate import open_image
 
 READ_STEP = "read_shard"
+# what the caption checks see of each sample
+CHECKED = pa.schema([("key", pa.string()), ("url", pa.string()), ("error", pa.string()), ("caption", pa.string()),
+                     ("finish_reason", pa.string()), ("j", pa.int64())])
 SFT_PROMPT = "engine_prompt"
 
 
@@ -112,23 +116,21 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
     rec, rej, samples = gather(folder.work, stage, part, rows)
     n = len(rows.get("key", ()))
     info = captioner.info()
+    found = list(samples)
+    table = pa.table({"key": [item.key for item, _ in found], "url": [item.meta.get("url") for item, _ in found],
+                      "error": [rows[ERROR][j] if isinstance(rows[ERROR][j], str) else "" for _, j in found],
+                      "caption": [str(rows[CAPTION][j]) for _, j in found],
+                      "finish_reason": [str(rows[FINISH][j]) for _, j in found], "j": [j for _, j in found]},
+                     schema=CHECKED)
+    passed, refused, checked = StepChain([CaptionFailed(), CaptionQc(policy)])(table)
+    by_j = {j: item for item, j in found}
     kept: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
     qc_stats: list[dict[str, int]] = []
     flags: Counter = Counter()
-    for item, j in samples:
-        url = item.meta.get("url")
-        if rows[ERROR][j]:
-            bad.append({"key": item.key, "step": "caption", "reason": "caption_failed", "detail": rows[ERROR][j],
-                        "url": url})
-            continue
-        caption = str(rows[CAPTION][j])
+    for j in (int(x) for x in passed.column("j").to_pylist()):
+        item, url, caption = by_j[j], by_j[j].meta.get("url"), str(rows[CAPTION][j])
         qc = policy.check(caption, str(rows[FINISH][j]))
         flags.update(qc["flags"])
-        if qc["reject"]:
-            bad.append({"key": item.key, "step": "caption_qc", "reason": f"qc_{qc['reject']}",
-                        "detail": caption[:200], "url": url})
-            continue
         qc_stats.append(qc["stats"])
         priors = json.loads(rows["priors"][j])
         meta = {"image_id": item.key, "url": url, "alt_text": priors["alt_text"],
@@ -148,12 +150,12 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
         # the teacher stage takes only its seed set (readable samples, chosen upfront): unread,
         # unchosen and broken samples belong to the caption stage's accounting, not to this one
         rows_in, read_rejects, rej = n, Counter(), rej.slice(0, 0)
-    caption_bad = Counter(b["reason"] for b in bad if b["step"] == "caption")
-    qc_bad = Counter(b["reason"] for b in bad if b["step"] == "caption_qc")
-    stats = {READ_STEP: StepStats(rows_in, n, read_rejects, rec["read_seconds"]),
-             "caption": StepStats(n, n - sum(caption_bad.values()), caption_bad),
-             "caption_qc": StepStats(n - sum(caption_bad.values()), len(kept), qc_bad)}
-    return folder.commit(p, rows_in=rows_in, stats=stats, rejects=pa.concat_tables([rej, make_rejects(bad, stage)]),
+    # flags count every caption QC looked at, the ones it refused too
+    qc_refused = refused.filter(pc.equal(refused.column(REJECT_STEP), CaptionQc.name))
+    for text, finish in zip(qc_refused.column("caption").to_pylist(), qc_refused.column("finish_reason").to_pylist()):
+        flags.update(policy.check(text, finish)["flags"])
+    stats = {READ_STEP: StepStats(rows_in, n, read_rejects, rec["read_seconds"]), **checked}
+    return folder.commit(p, rows_in=rows_in, stats=stats, rejects=pa.concat_tables([rej, rejects_table(refused, stage)]),
                          inputs=[part["input"]], name=shard_name(int(p)), samples=kept or None, qc_stats=qc_stats,
                          qc_flags=dict(flags))
 
