@@ -4,6 +4,7 @@ One Ray session per process: `RayEngine.start` connects once and every stage reu
 """
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -150,7 +151,7 @@ class RayEngine:
     def _runners(self, n: int) -> list[Any]:
         while len(self._pool) < n:
             # no CPUs reserved: they must not starve the model pool whose output they write
-            self._pool.append(_PartRunner.options(num_cpus=0).remote())
+            self._pool.append(_part_runner().options(num_cpus=0).remote())
         return self._pool[:n]
 
     def share(self, value: Any) -> "RayShared":
@@ -189,7 +190,9 @@ class RayEngine:
         tmp.rename(out_dir)
 
 
+@functools.cache
 def _part_runner() -> Any:
+    """The actor class, made on first use so that importing this module does not import Ray."""
     import ray
 
     @ray.remote(max_restarts=0)
@@ -198,18 +201,6 @@ def _part_runner() -> Any:
             return _run_part(fn, item)
 
     return PartRunner
-
-
-class _LazyRunner:
-    """The actor class is made on first use, so importing this module does not import Ray."""
-
-    def options(self, **kw: Any) -> Any:
-        global _PartRunner
-        _PartRunner = _part_runner()
-        return _PartRunner.options(**kw)
-
-
-_PartRunner: Any = _LazyRunner()
 
 
 class RayShared:

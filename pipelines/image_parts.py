@@ -2,8 +2,8 @@
 
 `image_part_reader` streams a part's ImageSamples as chunks (see `model_parts`); `to_batch`
 turns a chunk's samples into columns, appending a reject row for any it cannot use. What was
-read and rejected is written to the stage's work folder, where the driver's `finish` picks it up
-with `read_record` once every row of the part has come back.
+read and rejected is written to the stage's work folder, where the part's `finish` (a worker
+task, see `model_parts`) picks it up with `read_record` once every row of the part is on disk.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 teacher model, teacher prompt, a seeded sample: DenseFusion-4V-100K's seed set).
 
 CPU tasks read each shard and build the prompt from the sample's `experts.json` and alt-text
-(fitted to the token budget); the captioner runs as an actor pool; the driver gathers each part,
-runs caption QC and writes shards: the image, `txt` (the caption) and `json` (image_id, url,
+(fitted to the token budget); the captioner runs as an actor pool; a worker finishes each part
+(see `model_parts`): caption QC through the step chain, then the shard: the image, `txt` (the caption) and `json` (image_id, url,
 alt-text, priors summary, captioner and settings, QC). A failed request and a caption QC rejects
 are rejects with their reason; nothing is dropped silently.
 """

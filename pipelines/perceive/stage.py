@@ -1,8 +1,8 @@
 """The perceive stage: every input sample gets `experts.json` (and `depth.png` when depth ran).
 
 CPU tasks read the shards (image bytes and upright size); the chain of experts runs on the
-engine (model steps as actor pools, their prepare/postprocess as CPU tasks); the driver gathers
-each part and rewrites its shard with the new members. Only unreadable samples are rejects; an
+engine (model steps as actor pools, their prepare/postprocess as CPU tasks); a worker finishes
+each part (see `model_parts`), rewriting its shard with the new members. Only unreadable samples are rejects; an
 expert failing on a sample is recorded in that sample's `experts.json` and counted.
 """
 from __future__ import annotations

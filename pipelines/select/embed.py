@@ -2,7 +2,8 @@
 embedding as unit-length float16), so the later stages and every rerun reuse them.
 
 CPU tasks read, decode and resize (`ImagePreprocessor`); the embedder runs as an actor pool
-with the resources it declares; the driver writes each part once all its rows are back.
+with the resources it declares; a worker writes each part once all its rows are on disk
+(see `model_parts`).
 """
 from __future__ import annotations
 
