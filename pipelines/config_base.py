@@ -1,7 +1,10 @@
 """Config building blocks shared by the pipelines."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, TypeAdapter, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 from fusionweave.experts.base import Resources
 
@@ -22,3 +25,48 @@ class WorkerConfig(Strict):
     def resources(self) -> Resources:
         return Resources(num_cpus=self.num_cpus, num_gpus=self.num_gpus, batch_size=self.batch_size,
                          concurrency=self.concurrency, threads=self.threads)
+
+
+class WithPlugins(Strict):
+    """A config section that plug-ins extend with fields of their own (a filter's threshold, an
+    expert's block). `plugin_types()` maps each declared field to the type its value is
+    validated as; in a recipe and in build.json the fields sit beside the built-in ones. Any
+    other unknown field is still an error."""
+
+    plugins: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def plugin_types(cls) -> dict[str, Any]:  # pragma: no cover - each section names its registry
+        return {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_plugins(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            declared = cls.plugin_types()
+            found = {k: v for k, v in data.items() if k in declared and k not in cls.model_fields}
+            if found:
+                data = {**{k: v for k, v in data.items() if k not in found},
+                        "plugins": {**data.get("plugins", {}), **found}}
+        return data
+
+    @field_validator("plugins")
+    @classmethod
+    def _validate_plugins(cls, v: dict[str, Any]) -> dict[str, Any]:
+        declared, out = cls.plugin_types(), {}
+        for name, value in v.items():
+            if name not in declared:
+                raise ValueError(f"{name}: no plug-in declares this field")
+            try:
+                out[name] = TypeAdapter(declared[name]).validate_python(value)
+            except ValidationError as err:
+                e = err.errors()[0]
+                where = ".".join(map(str, (name, *e["loc"])))
+                raise ValueError(f"{where}: {e['msg']} (got {value!r})") from None
+        return out
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
+        declared = self.plugin_types()
+        return {**handler(self), **{k: TypeAdapter(declared[k]).dump_python(v, mode=info.mode)
+                                    for k, v in self.plugins.items()}}

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from fusionweave.experts.base import ModelStep, Stage
+    from fusionweave.experts.base import ChainItem, ModelStep
 
 Batch = dict[str, np.ndarray]
 
@@ -38,7 +38,7 @@ class ModelEngine(Engine, Protocol):
     """An engine that can also run model steps as pools of long-lived workers."""
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str,
+                       step: "ModelStep | Sequence[ChainItem]", *, read_cpus: float, desc: str,
                        sink: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
         """`read` turns each item into batches on CPU workers; `step` (set up once per worker,
         with the resources it declares) processes them; `sink`, on CPU workers too, takes each

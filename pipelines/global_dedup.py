@@ -2,18 +2,17 @@
 pure rules of transforms/dedup.py run on each group."""
 from __future__ import annotations
 
-import time
 import zlib
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from fusionweave.pipelines.engine import Engine
-from fusionweave.transforms.step import REJECT_REASON, StepStats, reject
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import Loc
+from fusionweave.transforms.step import REJECT_REASON, reject
 from fusionweave.transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
 
 DUPS_WITH_PART = DUP_SCHEMA.append(pa.field("part", pa.string()))
@@ -56,38 +55,33 @@ def near_group_fn(threshold: int, reason: str) -> Callable[[pa.Table], pa.Table]
     return fn
 
 
-def run_exact(engine: Engine, side_tables: list[Path], value_col: str, reason: str, out_dir: Path, desc: str) -> None:
+def run_exact(engine: Engine, side_tables: list[Loc], value_col: str, reason: str, out_dir: Loc, desc: str) -> None:
     engine.group_apply(side_tables, ["ord", "key", "part", value_col, "bucket"], "bucket",
                        exact_group_fn(value_col, reason), out_dir, desc=desc)
 
 
-def run_near(engine: Engine, band_tables: list[Path], threshold: int, reason: str, out_dir: Path, desc: str) -> None:
+def run_near(engine: Engine, band_tables: list[Loc], threshold: int, reason: str, out_dir: Loc, desc: str) -> None:
     engine.group_apply(band_tables, ["ord", "key", "part", "phash", "band"], "band",
                        near_group_fn(threshold, reason), out_dir, desc=desc)
 
 
-def dups_for_part(out_dir: Path, part: str) -> pa.Table:
-    """The decisions that concern one part, one row per ord (earliest kept row named)."""
-    files = sorted(out_dir.glob("*.parquet")) if out_dir.exists() else []
+def dups_for_part(files: list[Loc], part: str) -> pa.Table:
+    """The decisions that concern one part, one row per ord (earliest kept row named), from the
+    files of a published decisions folder (`published_files`, listed once by the driver)."""
     if not files:
         return DUP_SCHEMA.empty_table()
-    t = pads.dataset([str(f) for f in files], format="parquet", schema=DUPS_WITH_PART).to_table(
-        filter=pc.field("part") == part)
+    t = pa.concat_tables(store.read_each(
+        lambda f: store.read_parquet(f, schema=DUPS_WITH_PART, filters=pc.field("part") == part), files))
     return earliest_per_ord(t.drop_columns(["part"]).cast(DUP_SCHEMA))
 
 
-def apply_dups(t: pa.Table, step: str, dups: pa.Table) -> tuple[pa.Table, StepStats]:
-    """Mark the rows named in `dups` (by ord) as rejected by `step`, counting as a step would.
-    Rows rejected earlier keep their first reason and are not counted again."""
-    t0 = time.perf_counter()
+def apply_dups(t: pa.Table, step: str, dups: pa.Table) -> pa.Table:
+    """Mark the rows named in `dups` (by ord) as rejected by `step`. Rows rejected earlier keep
+    their first reason (the runner counts each row once, under that reason)."""
     of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
     reason_of = dict(zip(dups.column("ord").to_pylist(), dups.column("reason").to_pylist()))
     alive = t.column(REJECT_REASON).is_null().to_pylist() if REJECT_REASON in t.column_names else [True] * t.num_rows
     ords = t.column("ord").to_pylist()
     hit = [a and o in of for a, o in zip(alive, ords)]
-    t = reject(t, step, [reason_of[o] if h else None for h, o in zip(hit, ords)],
-               [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])
-    n_in = sum(alive)
-    st = StepStats(rows_in=n_in, rows_out=n_in - sum(hit), seconds=time.perf_counter() - t0)
-    st.rejects.update(reason_of[o] for h, o in zip(hit, ords) if h)
-    return t, st
+    return reject(t, step, [reason_of[o] if h else None for h, o in zip(hit, ords)],
+                  [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])

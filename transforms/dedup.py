@@ -44,11 +44,6 @@ def _dups(ords: list[int] | np.ndarray, reason: str, dup_of: list[str], dup_of_o
                     schema=DUP_SCHEMA)
 
 
-def popcount64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64)
-    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-
-
 def band_values(hashes: np.ndarray, threshold: int, bits: int = 64) -> list[np.ndarray]:
     """Split each hash into threshold+1 bands. Two hashes within Hamming distance `threshold`
     agree exactly on at least one band (pigeonhole), so grouping by (band, value) finds every

@@ -1,7 +1,7 @@
 """Filters over LAION-style metadata rows (canonical columns from laion_columns.normalise)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -9,6 +9,23 @@ import pyarrow.compute as pc
 
 from fusionweave.transforms.step import Filter
 from fusionweave.transforms.url_safety import AddressPolicy, url_refusal
+
+
+METADATA_FILTERS: dict[str, type["MetadataFilter"]] = {}  # config field -> the filter it turns on
+
+
+class MetadataFilter(Filter):
+    """A filter of the curate metadata chain that brings its own config field: subclassing
+    registers it, so `curate.metadata.<field>: VALUE` in a recipe (validated as `value`, a type
+    pydantic understands) appends `cls(VALUE)` to the chain. Unset or null: not in the chain."""
+
+    field: ClassVar[str] = ""
+    value: ClassVar[Any] = Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.field:
+            METADATA_FILTERS[cls.field] = cls
 
 
 def _floats(batch: pa.Table, col: str) -> np.ndarray:

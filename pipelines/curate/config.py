@@ -1,12 +1,16 @@
 """Typed configuration of the curate pipeline. Unknown fields are errors (extra="forbid")."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fusionweave.pipelines.config_base import WithPlugins
+
+from fusionweave.transforms.metadata_filters import METADATA_FILTERS
 from fusionweave.transforms.url_safety import AddressPolicy, canonical_host
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import Loc, StoragePath
 
 
 class Strict(BaseModel):
@@ -32,8 +36,8 @@ class UrlPolicyConfig(Strict):
         return AddressPolicy(allowed=tuple(h.lower() for h in self.allow_private_networks))
 
 
-class MetadataConfig(Strict):
-    input: list[Path] = Field(..., description="LAION parquet files or folders of them")
+class MetadataConfig(WithPlugins):
+    input: list[StoragePath] = Field(..., description="LAION parquet files or folders of them")
     rows_per_shard: int = Field(10_000, gt=0)
     min_short_edge: int | None = Field(448, ge=1)
     reject_missing_size: bool = False
@@ -46,6 +50,11 @@ class MetadataConfig(Strict):
     dedup_urls: bool = True
     dedup_buckets: int = Field(64, gt=0)
 
+    @classmethod
+    def plugin_types(cls) -> dict[str, Any]:
+        """Fields that filters declare themselves (transforms.metadata_filters.MetadataFilter)."""
+        return {name: f.value for name, f in METADATA_FILTERS.items()}
+
     @model_validator(mode="after")
     def _caption_range(self) -> "MetadataConfig":
         if self.caption_min_chars > self.caption_max_chars:
@@ -55,10 +64,10 @@ class MetadataConfig(Strict):
 
     @field_validator("input")
     @classmethod
-    def _inputs_exist(cls, v: list[Path]) -> list[Path]:
+    def _inputs_exist(cls, v: list[Loc]) -> list[Loc]:
         if not v:
             raise ValueError("at least one input path is required")
-        missing = [str(p) for p in v if not Path(p).exists()]
+        missing = [str(p) for p in v if not store.exists(p)]
         if missing:
             raise ValueError(f"input path does not exist: {', '.join(missing)}")
         return v

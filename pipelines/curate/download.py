@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import StageFolder
+from fusionweave.pipelines.storage.location import Loc
 from fusionweave.pipelines.curate import metadata
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.curate.safe_http import classify_error, install
 from fusionweave.pipelines.engine import Engine
-from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name
-from fusionweave.pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.runner import PartResult, Stage, run_stage
+from fusionweave.pipelines.storage.shard_sink import make_rejects, shard_name
+from fusionweave.pipelines.storage.shard_source import Sample, iter_shard
 from fusionweave.transforms.image_validate import sniff_format
-from fusionweave.transforms.step import StepStats
 
 STAGE = "download"
 CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark", "license",
@@ -62,13 +61,14 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path, shard_id: 
     return work / f"{shard_id:06d}", i2d_stats
 
 
-def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
-    t0 = time.perf_counter()
+def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
     d = cfg.download
     install(cfg.url_policy.policy(), d.max_bytes, d.max_redirects, d.deadline)
-    rows = pq.read_table(part["input"]).sort_by("ord")
+    rows = store.read_parquet(part["input"]).sort_by("ord")
     shard_id = int(part["part"])
-    base, i2d_stats = _img2dataset_shard(cfg, rows, folder.work / f"dl-{part['part']}", shard_id)
+    # img2dataset writes to local disk (its shard is read back into memory below)
+    scratch = store.local_scratch(folder.work / f"dl-{part['part']}")
+    base, i2d_stats = _img2dataset_shard(cfg, rows, scratch, shard_id)
     status = pq.read_table(f"{base}.parquet", columns=["fw_key", "status", "error_message"]).to_pylist()
     row_list = rows.to_pylist()
     by_key = {r["key"]: r for r in row_list}
@@ -97,28 +97,24 @@ def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) 
             yield {"__key__": r["key"], sniff_format(data) or "bin": data, "txt": r["caption"] or "",
                    "json": {c: r[c] for c in CARRIED}}
 
-    st = StepStats(rows_in=rows.num_rows, rows_out=len(kept), rejects=Counter(r["reason"] for r in rejects),
-                   seconds=time.perf_counter() - t0)
-    entry = folder.commit(part["part"], rows_in=rows.num_rows, stats={"img2dataset": st},
-                          rejects=make_rejects(rejects, STAGE), inputs=[part["input"]], name=shard_name(shard_id),
-                          samples=samples() if kept else None,
-                          img2dataset={k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
-                                                                     "failed_to_resize", "status_dict") if k in i2d_stats})
-    shutil.rmtree(folder.work / f"dl-{part['part']}", ignore_errors=True)
-    return entry
+    shutil.rmtree(scratch, ignore_errors=True)  # all of it is in memory now
+    return PartResult(rows.num_rows, ["img2dataset"], make_rejects(rejects, STAGE), samples=samples() if kept else None, name=shard_name(shard_id),
+                      extra={"img2dataset": {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
+                                                                           "failed_to_resize", "status_dict")
+                                             if k in i2d_stats}})
 
 
-def plan(out: Path) -> list[dict[str, Any]]:
+def plan(out: Loc) -> list[dict[str, Any]]:
     entries = StageFolder(out, metadata.STAGE).entries()
-    return [{"part": e.part, "input": str(Path(out) / metadata.STAGE / e.shard)}
+    return [{"part": e.part, "input": str(out / metadata.STAGE / e.shard)}
             for e in sorted(entries.values(), key=lambda e: e.part) if e.shard]
 
 
-def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
+def stage(cfg: CurateConfig, out: Loc) -> Stage:
     folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    entries = run_parts(engine, folder, plan(out), lambda p: download_part(cfg, folder, p),
-                        num_cpus=cfg.download.task_cpus, desc="download")
-    return folder.finish(entries.values(), None, time.perf_counter() - t0)
+    return Stage(STAGE, plan=lambda: plan(out), work=lambda p: download_part(cfg, folder, p), upstream=metadata.STAGE,
+                 cpus=cfg.download.task_cpus, desc="download")
+
+
+def run(cfg: CurateConfig, out: Loc, engine: Engine) -> dict[str, Any]:
+    return run_stage(engine, out, stage(cfg, out))

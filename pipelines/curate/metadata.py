@@ -7,36 +7,39 @@ Ranges are fixed by the input files and `rows_per_shard`, so a rerun cuts the sa
 from __future__ import annotations
 
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.location import Loc, location
+from fusionweave.pipelines.storage.published import published, published_files
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
-from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
+from fusionweave.pipelines.runner import PartResult, Stage, run_parts, run_stage
+from fusionweave.pipelines.storage.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
 from fusionweave.transforms.keys import key_for
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
-from fusionweave.transforms.metadata_filters import CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold, UrlSafety
+from fusionweave.transforms.metadata_filters import (METADATA_FILTERS, CaptionLength, MaxAspectRatio, MinShortEdge,
+                                                     ScoreThreshold, UrlSafety)
 from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats
 from fusionweave.transforms.url_safety import normalise_url
 
 STAGE = "metadata"
+READ, URL_DEDUP = "read", "url_dedup"
 OUTPUT_COLUMNS = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark",
                   "license", "sample_id", "source"]
 
 
-def input_files(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        files.extend(sorted(p.rglob("*.parquet")) if p.is_dir() else [p])
+def input_files(paths: list[Loc]) -> list[Loc]:
+    files: list[Loc] = []
+    for p in map(location, paths):
+        found = [rel for rel in store.files(p, recursive=True) if rel.endswith(".parquet")] if store.is_dir(p) else None
+        # in path order, folder by folder (as pathlib sorts), so ordinals never depend on the store
+        files.extend([p / rel for rel in sorted(found, key=lambda r: r.split("/"))] if found is not None else [p])
     return files
 
 
@@ -47,7 +50,9 @@ def plan(cfg: CurateConfig) -> list[dict[str, Any]]:
     size = cfg.metadata.rows_per_shard
     for f in input_files(cfg.metadata.input):
         try:
-            n = pq.ParquetFile(f).metadata.num_rows
+            n = store.parquet_file(f).metadata.num_rows
+        except store.StorageError:
+            raise  # the store failed, not the file: never a reject
         except Exception as err:  # noqa: BLE001 - an unreadable file is a reject, not a crash
             parts.append({"part": f"{len(parts):06d}", "file": str(f), "start": 0, "stop": 0, "ord": ord_offset,
                           "error": f"{type(err).__name__}: {err}"[:300]})
@@ -74,11 +79,12 @@ def build_chain(cfg: CurateConfig) -> StepChain:
         steps.append(ScoreThreshold("pwatermark", max_value=m.max_pwatermark))
     if m.min_similarity is not None:
         steps.append(ScoreThreshold("similarity", min_value=m.min_similarity))
+    steps += [METADATA_FILTERS[name](value) for name, value in m.plugins.items() if value is not None]
     return StepChain(steps)
 
 
 def _read_range(part: dict[str, Any]) -> pa.Table:
-    pf = pq.ParquetFile(part["file"])
+    pf = store.parquet_file(part["file"])
     start, stop = part["start"], part["stop"]
     groups, first_row, row = [], None, 0
     for i in range(pf.metadata.num_row_groups):
@@ -95,7 +101,7 @@ def _read_range(part: dict[str, Any]) -> pa.Table:
 
 def _with_identity(t: pa.Table, part: dict[str, Any]) -> pa.Table:
     n = t.num_rows
-    sources = [f"{Path(part['file']).name}#{part['start'] + i}" for i in range(n)]
+    sources = [f"{location(part['file']).name}#{part['start'] + i}" for i in range(n)]
     norms: list[str | None] = []
     keys: list[str] = []
     for url, src in zip(t.column("url").to_pylist(), sources):
@@ -120,94 +126,100 @@ def _with_download_url(t: pa.Table) -> pa.Table:
 
 
 def _unreadable(part: dict[str, Any], reason: str, detail: str, n: int) -> pa.Table:
-    rows = [{"key": key_for(f"src:{Path(part['file']).name}#{part['start'] + i}"), "step": "read", "reason": reason,
+    rows = [{"key": key_for(f"src:{location(part['file']).name}#{part['start'] + i}"), "step": READ, "reason": reason,
              "detail": detail} for i in range(max(n, 1))]
     return make_rejects(rows, STAGE)
 
 
-def filter_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
+def filter_part(cfg: CurateConfig, chain: StepChain, folder: StageFolder, part: dict[str, Any]) -> PartResult:
     """Pass 1 for one range: read, normalise columns, filter. All rows are kept in the work file
     with their reject marks; the URL dedup pass and the final write need both."""
-    work = folder.work / "filtered"
     if "error" in part:
-        rej = _unreadable(part, "unreadable_parquet", part["error"], 1)
-        return PartEntry(part["part"], rej.num_rows, rej.num_rows, extra={"rejects_file": _write_work_rejects(folder, part, rej)})
+        return _unreadable_result(folder, part, _unreadable(part, "unreadable_parquet", part["error"], 1))
     raw = _read_range(part)
     try:
         t = normalise(raw)
     except MissingColumnsError as err:
-        rej = _unreadable(part, "missing_columns", str(err)[:300], raw.num_rows)
-        return PartEntry(part["part"], rej.num_rows, rej.num_rows, extra={"rejects_file": _write_work_rejects(folder, part, rej)})
+        return _unreadable_result(folder, part, _unreadable(part, "missing_columns", str(err)[:300], raw.num_rows))
     t = _with_identity(t, part)
-    kept, rejected, stats = build_chain(cfg)(t)
+    kept, rejected, stats = chain(t)
     # keep every row in the work file: reject marks travel with it
     everything = pa.concat_tables([ensure_reject_columns(kept), rejected], promote_options="permissive")
     everything = everything.append_column("part", pa.array([part["part"]] * everything.num_rows, pa.string()))
     everything = everything.append_column("bucket", bucket_of(everything.column("url_norm").to_pylist(),
                                                               cfg.metadata.dedup_buckets))
-    write_parquet(work / f"part-{part['part']}.parquet", everything.sort_by("ord"))
+    write_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet", everything.sort_by("ord"))
     # the URL dedup pass only looks at rows that survived the filters
     urls = everything.filter(pc.is_null(everything.column("_reject_reason"))).select(
         ["ord", "key", "part", "url_norm", "bucket"])
     write_parquet(folder.work / "urls" / f"part-{part['part']}.parquet", urls)
-    return PartEntry(part["part"], t.num_rows, rejected.num_rows, stats)
+    return PartResult(t.num_rows, [s.name for s in chain.steps], rejected, {k: v.seconds for k, v in stats.items()},
+                      count=kept.num_rows, inputs=[part["file"]], keep_rejects=False)
 
 
-def _write_work_rejects(folder: StageFolder, part: dict[str, Any], rej: pa.Table) -> str:
+def _unreadable_result(folder: StageFolder, part: dict[str, Any], rej: pa.Table) -> PartResult:
     path = folder.work / "unreadable" / f"part-{part['part']}.parquet"
     write_parquet(path, rej)
-    return str(path)
+    return PartResult(rej.num_rows, [READ], rej, inputs=[part["file"]], keep_rejects=False,
+                      extra={"rejects_file": str(path)})
 
 
 def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: PartEntry,
-                dups_dir: Path) -> PartEntry:
+                dups: list[Loc]) -> PartResult:
     """Pass 3 for one range: apply the URL dedup decisions and write the shard and rejects."""
     name = shard_name(int(part["part"]), "parquet")
     if "rejects_file" in pass1.extra:  # the whole range was unreadable
-        rej = pq.read_table(pass1.extra["rejects_file"])
-        stats = {"read": StepStats(rows_in=rej.num_rows, rows_out=0, rejects=Counter(rej.column("reason").to_pylist()))}
-        return folder.commit(part["part"], rows_in=rej.num_rows, stats=stats, rejects=rej, inputs=[part["file"]],
-                             name=name)
-    t = pq.read_table(folder.work / "filtered" / f"part-{part['part']}.parquet")
-    stats = dict(pass1.stats)
+        rej = store.read_parquet(pass1.extra["rejects_file"])
+        return PartResult(rej.num_rows, [READ], rej, name=name, inputs=[part["file"]])
+    t = store.read_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet")
+    seconds = {k: v.seconds for k, v in pass1.stats.items()}
+    steps = list(pass1.stats)
     if cfg.metadata.dedup_urls:
-        t, stats["url_dedup"] = apply_dups(t, "url_dedup", dups_for_part(dups_dir, part["part"]))
+        t0 = time.perf_counter()
+        t = apply_dups(t, URL_DEDUP, dups_for_part(dups, part["part"]))
+        steps.append(URL_DEDUP)
+        seconds[URL_DEDUP] = time.perf_counter() - t0
     mask = pc.is_valid(t.column("_reject_reason"))
     kept = _with_download_url(t.filter(pc.invert(mask))).select(OUTPUT_COLUMNS).sort_by("ord")
-    return folder.commit(part["part"], rows_in=t.num_rows, stats=stats, rejects=rejects_table(t.filter(mask), STAGE),
-                         inputs=[part["file"]], name=name, table=kept if kept.num_rows else None)
+    return PartResult(t.num_rows, steps, rejects_table(t.filter(mask), STAGE), seconds,
+                      table=kept if kept.num_rows else None, name=name, inputs=[part["file"]])
 
 
-def run(cfg: CurateConfig, out: Path, engine: Engine) -> dict[str, Any]:
+def stage(cfg: CurateConfig, out: Loc, engine: Engine) -> Stage:
     folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    folder.prepare()
     parts = plan(cfg)
     by_id = {p["part"]: p for p in parts}
-    pass1_folder = StageFolder(folder.work, "pass1")
-    pass1 = run_parts(engine, pass1_folder, parts, lambda p: filter_part(cfg, folder, p),
-                      num_cpus=0.5, desc="metadata: filter")
+    pass1: dict[str, PartEntry] = {}
     dups_dir = folder.work / "url_dups"
-    if cfg.metadata.dedup_urls and not dups_dir.exists():
-        files = sorted((folder.work / "urls").glob("part-*.parquet"))
-        run_exact(engine, files, "url_norm", "duplicate_url", dups_dir, desc="metadata: URL dedup")
-    earlier = folder.entries()
+    dups: list[Loc] = []  # the files of the URL dedup decisions, listed once they are published
     desc = "metadata: write shards"
-    final = run_parts(engine, folder, parts, lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]], dups_dir),
-                      num_cpus=0.5, desc=desc)
-    steps = engine_steps(engine, desc, [e for k, e in earlier.items() if k in by_id])
-    return folder.finish(final.values(), None, time.perf_counter() - t0, {"engine": type(engine).__name__}, steps)
+    chain = build_chain(cfg)  # built here and shipped: a filter may come from a module the workers never import
+
+    def prepare(folder: StageFolder) -> None:
+        pass1.update(run_parts(engine, StageFolder(folder.work, "pass1"), parts, lambda p: filter_part(cfg, chain, folder, p),
+                               num_cpus=0.5, desc="metadata: filter"))
+        if cfg.metadata.dedup_urls:
+            if published(dups_dir) is None:
+                files = store.glob(folder.work / "urls", "part-*.parquet")
+                run_exact(engine, files, "url_norm", "duplicate_url", dups_dir, desc="metadata: URL dedup")
+            dups.extend(published_files(dups_dir))
+
+    def engine_steps(entries: dict[str, PartEntry], earlier: set[str]) -> dict[str, StepStats] | None:
+        """Step counts as the engine measured them (Beam metrics), plus parts finished by an
+        earlier, interrupted run; None when the engine keeps no metrics of its own."""
+        metrics = getattr(engine, "step_metrics", {}).get(desc)
+        if metrics is None:
+            return None
+        steps = merge_stats({}, metrics)
+        for k in sorted(earlier & set(entries)):
+            merge_stats(steps, entries[k].stats)
+        return steps
+
+    return Stage(STAGE, plan=lambda: parts, work=lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]],
+                                                                       dups),
+                 prepare=prepare, desc=desc, engine_steps=engine_steps,
+                 conclude=lambda _: {"engine": type(engine).__name__})
 
 
-def engine_steps(engine: Engine, desc: str, earlier: list[PartEntry]) -> dict[str, StepStats] | None:
-    """Step counts as the engine measured them (Beam metrics), plus parts finished by an
-    earlier, interrupted run; None when the engine keeps no metrics of its own."""
-    metrics = getattr(engine, "step_metrics", {}).get(desc)
-    if metrics is None:
-        return None
-    steps = {name: StepStats(st.rows_in, st.rows_out, Counter(st.rejects), st.seconds) for name, st in metrics.items()}
-    for e in earlier:
-        merge_stats(steps, e.stats)
-    return steps
+def run(cfg: CurateConfig, out: Loc, engine: Engine) -> dict[str, Any]:
+    return run_stage(engine, out, stage(cfg, out, engine))

@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.location import Loc, location
+from fusionweave.pipelines.storage.published import published, published_files
 from fusionweave.pipelines.curate import download
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
-from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
-from fusionweave.pipelines.shard_source import iter_image_samples
+from fusionweave.pipelines.runner import PartResult, Stage, run_parts, run_stage
+from fusionweave.pipelines.storage.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
+from fusionweave.pipelines.storage.shard_source import READ_SHARD, iter_image_samples
 from fusionweave.transforms.image_steps import DecodeValidate
 from fusionweave.transforms.image_validate import ImageLimits
-from fusionweave.transforms.step import StepChain, StepStats
+from fusionweave.transforms.step import StepChain
 
 STAGE = "validate"
+SHA_DUPS, NEAR_DUPS = "sha_dups", "near_dups"  # the work folders of the dedup decisions
 ROW_SCHEMA = pa.schema([("key", pa.string()), ("ord", pa.int64()), ("url", pa.string()), ("caption", pa.string()),
                         ("meta", pa.string()), ("image", pa.binary())])
 
@@ -40,7 +41,7 @@ def limits(cfg: CurateConfig) -> ImageLimits:
                        output_format=v.output_format)
 
 
-def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[str, Any]]]:
+def read_samples(path: Loc, expected: int | None) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Rows for the decode step, and rejects for whatever in the tar is not a usable sample."""
     rows: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -55,12 +56,12 @@ def read_samples(path: Path, expected: int | None) -> tuple[pa.Table, list[dict[
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad
 
 
-def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartEntry:
-    table, bad = read_samples(Path(part["input"]), part.get("expected"))
-    kept, rejected, stats = StepChain([DecodeValidate(limits(cfg))])(table)
-    read_st = StepStats(rows_in=table.num_rows + len(bad), rows_out=table.num_rows,
-                        rejects=Counter(b["reason"] for b in bad), seconds=0.0)
-    stats = {"read_shard": read_st, **stats}
+def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
+    t0 = time.perf_counter()
+    table, bad = read_samples(location(part["input"]), part.get("expected"))
+    read_seconds = time.perf_counter() - t0
+    chain = StepChain([DecodeValidate(limits(cfg))])
+    kept, rejected, stats = chain(table)
     p = part["part"]
     kept = kept.append_column("part", pa.array([p] * kept.num_rows, pa.string())).sort_by("ord")
     write_parquet(folder.work / "decoded" / f"part-{p}.parquet", kept)
@@ -73,7 +74,9 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
         write_parquet(folder.work / "bands" / f"part-{p}.parquet", bands)
     rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(bad, STAGE)])
     write_parquet(folder.work / "rejects1" / f"part-{p}.parquet", rej)
-    return PartEntry(p, table.num_rows + len(bad), rej.num_rows, stats)
+    return PartResult(table.num_rows + len(bad), [READ_SHARD, *(s.name for s in chain.steps)], rej,
+                      {READ_SHARD: read_seconds, **{k: v.seconds for k, v in stats.items()}}, count=kept.num_rows,
+                      keep_rejects=False)
 
 
 def _json_member(r: dict[str, Any]) -> dict[str, Any]:
@@ -84,53 +87,64 @@ def _json_member(r: dict[str, Any]) -> dict[str, Any]:
             "source": {k: v for k, v in src.items() if k not in ("key", "url", "caption", "ord")}}
 
 
-def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: PartEntry) -> PartEntry:
+def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pass1: PartEntry,
+                dups: dict[str, list[Loc]]) -> PartResult:
     p = part["part"]
-    t = pq.read_table(folder.work / "decoded" / f"part-{p}.parquet")
-    stats = dict(pass1.stats)
-    if cfg.validate_.dedup_sha256:
-        t, stats["dedup_sha256"] = apply_dups(t, "dedup_sha256", dups_for_part(folder.work / "sha_dups", p))
-    if cfg.validate_.near_dup:
-        t, stats["near_dedup"] = apply_dups(t, "near_dedup", dups_for_part(folder.work / "near_dups", p))
+    t = store.read_parquet(folder.work / "decoded" / f"part-{p}.parquet")
+    steps, seconds = list(pass1.stats), {k: v.seconds for k, v in pass1.stats.items()}
+    for step, on, name in (("dedup_sha256", cfg.validate_.dedup_sha256, SHA_DUPS),
+                           ("near_dedup", cfg.validate_.near_dup, NEAR_DUPS)):
+        if on:
+            t0 = time.perf_counter()
+            t = apply_dups(t, step, dups_for_part(dups[name], p))
+            steps.append(step)
+            seconds[step] = time.perf_counter() - t0
     if "_reject_reason" in t.column_names:
         mask = t.column("_reject_reason").is_valid()
         rej = rejects_table(t.filter(mask), STAGE)
         t = t.filter(np.logical_not(mask.to_numpy(zero_copy_only=False)))
     else:
         rej = rejects_table(t.slice(0, 0), STAGE)
-    rej = pa.concat_tables([pq.read_table(folder.work / "rejects1" / f"part-{p}.parquet"), rej])
+    rej = pa.concat_tables([store.read_parquet(folder.work / "rejects1" / f"part-{p}.parquet"), rej])
 
     def samples() -> Any:
         for r in t.sort_by("ord").to_pylist():
             yield {"__key__": r["key"], r["ext"]: r["image"], "txt": r["caption"] or "", "json": _json_member(r)}
 
-    return folder.commit(p, rows_in=pass1.rows_in, stats=stats, rejects=rej, inputs=[part["input"]],
-                         name=shard_name(int(p)), samples=samples() if t.num_rows else None)
+    return PartResult(pass1.rows_in, steps, rej, seconds, samples=samples() if t.num_rows else None,
+                      name=shard_name(int(p)))
 
 
-def plan(out: Path) -> list[dict[str, Any]]:
+def plan(out: Loc) -> list[dict[str, Any]]:
     entries = StageFolder(out, download.STAGE).entries()
-    return [{"part": e.part, "input": str(Path(out) / download.STAGE / e.shard), "expected": e.count}
+    return [{"part": e.part, "input": str(out / download.STAGE / e.shard), "expected": e.count}
             for e in sorted(entries.values(), key=lambda e: e.part) if e.shard]
 
 
-def run(cfg: CurateConfig, out: Path, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def stage(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any]] | None = None) -> Stage:
+    """`parts`: shards named by the caller instead of this build folder's `download` stage."""
     folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    parts = plan(out) if parts is None else parts
-    by_id = {p["part"]: p for p in parts}
-    cpus = cfg.validate_.task_cpus
-    pass1 = run_parts(engine, StageFolder(folder.work, "pass1"), parts, lambda p: decode_part(cfg, folder, p),
-                      num_cpus=cpus, desc="validate: decode")
-    if cfg.validate_.dedup_sha256 and not (folder.work / "sha_dups").exists():
-        run_exact(engine, sorted((folder.work / "sha").glob("*.parquet")), "sha256", "duplicate_sha256",
-                  folder.work / "sha_dups", desc="validate: sha256 dedup")
-    if cfg.validate_.near_dup and not (folder.work / "near_dups").exists():
-        run_near(engine, sorted((folder.work / "bands").glob("*.parquet")), cfg.validate_.phash_hamming_threshold,
-                 "near_duplicate", folder.work / "near_dups", desc="validate: near-dup")
-    final = run_parts(engine, folder, parts, lambda p: finish_part(cfg, folder, by_id[p["part"]], pass1[p["part"]]),
-                      num_cpus=cpus, desc="validate: write shards")
-    return folder.finish(final.values(), None, time.perf_counter() - t0)
+    given, parts = parts is not None, list(parts or [])
+    pass1: dict[str, PartEntry] = {}
+    dups: dict[str, list[Loc]] = {}  # the files of each dedup's decisions, listed once they are published
+    v, cpus = cfg.validate_, cfg.validate_.task_cpus
 
+    def prepare(folder: StageFolder) -> None:
+        if not given:
+            parts.extend(plan(out))  # read once the runner has found `download` complete
+        pass1.update(run_parts(engine, StageFolder(folder.work, "pass1"), parts, lambda p: decode_part(cfg, folder, p),
+                               num_cpus=cpus, desc="validate: decode"))
+        if v.dedup_sha256 and published(folder.work / SHA_DUPS) is None:
+            run_exact(engine, store.glob(folder.work / "sha", "*.parquet"), "sha256", "duplicate_sha256",
+                      folder.work / SHA_DUPS, desc="validate: sha256 dedup")
+        if v.near_dup and published(folder.work / NEAR_DUPS) is None:
+            run_near(engine, store.glob(folder.work / "bands", "*.parquet"), v.phash_hamming_threshold,
+                     "near_duplicate", folder.work / NEAR_DUPS, desc="validate: near-dup")
+        dups.update({name: published_files(folder.work / name) for name in (SHA_DUPS, NEAR_DUPS)})
+
+    return Stage(STAGE, plan=lambda: parts, work=lambda p: finish_part(cfg, folder, p, pass1[p["part"]], dups),
+                 upstream=None if given else download.STAGE, prepare=prepare, cpus=cpus, desc="validate: write shards")
+
+
+def run(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return run_stage(engine, out, stage(cfg, out, engine, parts))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,17 @@ import pyarrow.compute as pc
 
 from fusionweave.experts.captioners import CAPTION, ERROR, FINISH, Captioner
 from fusionweave.experts.pixels import error_text
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.engine import Batch, ModelEngine
-from fusionweave.pipelines.image_parts import gather, image_part_reader
-from fusionweave.pipelines.model_parts import run_model_parts
-from fusionweave.pipelines.shard_sink import rejects_table, shard_name
-from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.engine import Batch
+from fusionweave.pipelines.image_reader import gather, image_part_reader
+from fusionweave.pipelines.runner import ModelWork, PartResult, Stage
+from fusionweave.pipelines.storage.shard_sink import rejects_table, shard_name
+from fusionweave.pipelines.storage.shard_source import READ_SHARD, ImageSample, iter_image_samples
 from fusionweave.transforms.caption_qc import CaptionFailed, CaptionQc, QcPolicy, summary
 from fusionweave.transforms.prompts import Priors, Template, fit, priors_json
-from fusionweave.transforms.step import REJECT_STEP, StepChain, StepStats
+from fusionweave.transforms.step import REJECT_STEP, StepChain
 from fusionweave.transforms.image_validate import open_image
 
-READ_STEP = "read_shard"
 # what the caption checks see of each sample
 CHECKED = pa.schema([("key", pa.string()), ("url", pa.string()), ("error", pa.string()), ("caption", pa.string()),
                      ("finish_reason", pa.string()), ("j", pa.int64())])
@@ -65,7 +63,7 @@ def make_to_batch(template: Template, budget: int | None, wanted: set[str] | Non
                 continue
             err = header_error(s.members[s.image_ext])
             if err:
-                bad.append({"key": s.key, "step": READ_STEP, "reason": "undecodable", "detail": err,
+                bad.append({"key": s.key, "step": READ_SHARD, "reason": "undecodable", "detail": err,
                             "url": s.meta.get("url")})
             else:
                 rows.append(s)
@@ -110,10 +108,9 @@ def seed_keys(parts: list[dict[str, Any]], n: int, seed: int) -> set[str]:
     return {k for _, k in sorted(scored)[:n]}
 
 
-def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Batch, captioner: Captioner,
-                policy: QcPolicy, wanted: set[str] | None) -> PartEntry:
-    p = part["part"]
-    rec, rej, samples = gather(folder.work, stage, part, rows)
+def finish_part(work: Path, stage: str, part: dict[str, Any], rows: Batch, captioner: Captioner,
+                policy: QcPolicy, wanted: set[str] | None) -> PartResult:
+    rec, rej, samples = gather(work, stage, part, rows)
     n = len(rows.get("key", ()))
     info = captioner.info()
     found = list(samples)
@@ -122,7 +119,8 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
                       "caption": [str(rows[CAPTION][j]) for _, j in found],
                       "finish_reason": [str(rows[FINISH][j]) for _, j in found], "j": [j for _, j in found]},
                      schema=CHECKED)
-    passed, refused, checked = StepChain([CaptionFailed(), CaptionQc(policy)])(table)
+    chain = StepChain([CaptionFailed(), CaptionQc(policy)])
+    passed, refused, checked = chain(table)
     by_j = {j: item for item, j in found}
     kept: list[dict[str, Any]] = []
     qc_stats: list[dict[str, int]] = []
@@ -142,45 +140,44 @@ def finish_part(folder: StageFolder, stage: str, part: dict[str, Any], rows: Bat
             meta[SFT_PROMPT] = str(rows[SFT_PROMPT][j])
         kept.append({"__key__": item.key, item.image_ext: item.members[item.image_ext], "txt": caption,
                      "json": meta})
-    read_rejects: Counter = Counter()
-    for _step, reason, count in rec["rejects"]:
-        read_rejects[reason] += count
     rows_in = rec["rows_in"]
     if wanted is not None:
         # the teacher stage takes only its seed set (readable samples, chosen upfront): unread,
         # unchosen and broken samples belong to the caption stage's accounting, not to this one
-        rows_in, read_rejects, rej = n, Counter(), rej.slice(0, 0)
+        rows_in, rej = n, rej.slice(0, 0)
     # flags count every caption QC looked at, the ones it refused too
     qc_refused = refused.filter(pc.equal(refused.column(REJECT_STEP), CaptionQc.name))
     for text, finish in zip(qc_refused.column("caption").to_pylist(), qc_refused.column("finish_reason").to_pylist()):
         flags.update(policy.check(text, finish)["flags"])
-    stats = {READ_STEP: StepStats(rows_in, n, read_rejects, rec["read_seconds"]), **checked}
-    return folder.commit(p, rows_in=rows_in, stats=stats, rejects=pa.concat_tables([rej, rejects_table(refused, stage)]),
-                         inputs=[part["input"]], name=shard_name(int(p)), samples=kept or None, qc_stats=qc_stats,
-                         qc_flags=dict(flags))
+    seconds = {READ_SHARD: rec["read_seconds"], **{k: v.seconds for k, v in checked.items()}}
+    return PartResult(rows_in, [READ_SHARD, *(s.name for s in chain.steps)],
+                      pa.concat_tables([rej, rejects_table(refused, stage)]), seconds, samples=kept or None,
+                      name=shard_name(int(part["part"])), extra={"qc_stats": qc_stats, "qc_flags": dict(flags)})
 
 
-def run(stage: str, out: Path, engine: ModelEngine, parts: list[dict[str, Any]], captioner: Captioner,
-        template: Template, budget: int | None, policy: QcPolicy, chunk_size: int, read_cpus: float,
-        wanted: set[str] | None = None, sft_template: Template | None = None) -> dict[str, Any]:
-    folder = StageFolder(out, stage)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    reader = image_part_reader(folder.work, stage, chunk_size, make_to_batch(template, budget, wanted, sft_template))
-    entries = run_model_parts(engine, folder, parts, reader, captioner,
-                              lambda part, rows: finish_part(folder, stage, part, rows, captioner, policy, wanted),
-                              read_cpus=read_cpus, desc=stage, drop=("image",))
-    all_stats = [s for e in entries.values() for s in e.extra.pop("qc_stats", [])]
-    flags: Counter = Counter()
-    for e in entries.values():
-        flags.update(e.extra.pop("qc_flags", {}))
-    info = {"captioner": captioner.info(), "caption_lengths": summary(all_stats, "1M" if stage == "caption" else "4V-100K"),
-            "qc_flags": dict(sorted(flags.items())), "template_id": template_id(template)}
-    if wanted is not None:
-        info["reads"] = None  # a seeded sample of the input, not all of it
-        info["seed_set"] = len(wanted)
-    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)
+def stage(name: str, out: Path, parts: list[dict[str, Any]], captioner: Captioner, template: Template,
+          budget: int | None, policy: QcPolicy, chunk_size: int, read_cpus: float, wanted: set[str] | None = None,
+          sft_template: Template | None = None) -> Stage:
+    work = StageFolder(out, name).work
+    reader = image_part_reader(work, name, chunk_size, make_to_batch(template, budget, wanted, sft_template))
+
+    def finish(part: dict[str, Any], rows: Batch) -> PartResult:
+        return finish_part(work, name, part, rows, captioner, policy, wanted)
+
+    def info(entries: dict[str, PartEntry]) -> dict[str, Any]:
+        all_stats = [s for e in entries.values() for s in e.extra.pop("qc_stats", [])]
+        flags: Counter = Counter()
+        for e in entries.values():
+            flags.update(e.extra.pop("qc_flags", {}))
+        got = {"captioner": captioner.info(), "caption_lengths": summary(all_stats, "1M" if name == "caption" else "4V-100K"),
+               "qc_flags": dict(sorted(flags.items())), "template_id": template_id(template)}
+        if wanted is not None:
+            got["reads"] = None  # a seeded sample of the input, not all of it
+            got["seed_set"] = len(wanted)
+        return got
+
+    return Stage(name, plan=lambda: parts, model=ModelWork(reader, captioner, finish, read_cpus, drop=("image",)),
+                 conclude=info)
 
 
 def template_id(template: Template) -> str:

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from fusionweave.pipelines.config_base import Strict, WorkerConfig
 from fusionweave.transforms.caption_qc import Action
 from fusionweave.transforms.prompts import DEFAULT_TEMPLATE
+from fusionweave.pipelines.storage.location import StoragePath
 
 
 class CaptionerConfig(WorkerConfig):
@@ -56,7 +57,7 @@ class ExportConfig(Strict):
 
 
 class DenseFusionConfig(Strict):
-    input: list[Path] | None = Field(None, description="shards to caption; default: this build folder's `perceive` stage, which must be complete")
+    input: list[StoragePath] | None = Field(None, description="shards to caption; default: this build folder's `perceive` stage, which must be complete")
     seed: int | None = None
     template: Path = DEFAULT_TEMPLATE
     token_budget: int | None = Field(1024, gt=0, description="prompt tokens; priors are dropped to fit")

@@ -6,23 +6,20 @@
   turn) for pre-align / pre-train, so the LLaVA recipe trains on it unchanged;
 - for the teacher seed set, `teacher_sft.json`: the fusion prompt with `<image>` as the human turn
   and the teacher's caption as the gpt turn, to fine-tune the pivot.
-Each shard is exported in parallel into `_work/`; the driver joins them in shard order.
+Each shard is exported in parallel into `_work/`; the stage's conclusion joins them in shard order.
 """
 from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 
-from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.engine import Engine
-from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_source import iter_image_samples
-from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.storage.atomic import write_bytes_atomic
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.runner import PartResult, Stage
+from fusionweave.pipelines.storage.shard_source import iter_image_samples
 from fusionweave.transforms.image_validate import open_image
 
 STAGE = "export"
@@ -38,8 +35,7 @@ def conversation(image_id: str, image: str, human: str, caption: str) -> dict[st
             "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": caption}]}
 
 
-def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: bool) -> PartEntry:
-    t0 = time.perf_counter()
+def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: bool) -> PartResult:
     shard = int(part["part"])
     lines, convs = [], []
     n = unconverted = 0
@@ -67,10 +63,8 @@ def export_part(folder: StageFolder, part: dict[str, Any], images: str, sft: boo
         convs.append(conversation(image_id, path, human, caption))
     out = folder.work / f"part-{part['part']}.json"
     write_bytes_atomic(out, json.dumps({"jsonl": lines, "llava": convs}).encode())
-    st = StepStats(n, n, seconds=time.perf_counter() - t0)
-    # no shard: the rows go into the stage's export files, which `run` writes once every part is done
-    return PartEntry(part["part"], n, 0, {"export": st}, [part["input"]], count=n,
-                     extra={"result": str(out), "not_png": unconverted})
+    # no shard: the rows go into the stage's export files, written once every part is done
+    return PartResult(n, [STAGE], count=n, extra={"result": str(out), "not_png": unconverted})
 
 
 def shard_parts(stage_dir: Path) -> list[dict[str, Any]]:
@@ -79,23 +73,20 @@ def shard_parts(stage_dir: Path) -> list[dict[str, Any]]:
             for p, e in sorted(entries.items()) if e.shard]
 
 
-def run(out: Path, engine: Engine, source: str, images: str, name: str = STAGE, sft: bool = False) -> dict[str, Any]:
+def stage(out: Path, source: str, images: str, name: str = STAGE, sft: bool = False) -> Stage:
     folder = StageFolder(out, name)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    parts = shard_parts(Path(out) / source)
-    entries = run_parts(engine, folder, parts, lambda p: export_part(folder, p, images, sft), num_cpus=0.5,
-                        desc=name)
-    lines, convs = [], []
-    for p in sorted(entries):
-        got = json.loads(Path(entries[p].extra["result"]).read_text())
-        lines += got["jsonl"]
-        convs += got["llava"]
-    write_bytes_atomic(folder.dir / JSONL, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
-    write_bytes_atomic(folder.dir / (SFT if sft else LLAVA),
-                       json.dumps(convs, ensure_ascii=False, indent=1).encode())
-    for e in entries.values():
-        e.extra.pop("result", None)
-    return folder.finish(entries.values(), None, time.perf_counter() - t0,
-                         info={"files": [JSONL, SFT if sft else LLAVA], "images": images, "reads": source})
+
+    def conclude(entries: dict[str, PartEntry]) -> dict[str, Any]:
+        lines, convs = [], []
+        for p in sorted(entries):
+            got = json.loads(Path(entries[p].extra.pop("result")).read_text())
+            lines += got["jsonl"]
+            convs += got["llava"]
+        write_bytes_atomic(folder.dir / JSONL,
+                           "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode())
+        write_bytes_atomic(folder.dir / (SFT if sft else LLAVA),
+                           json.dumps(convs, ensure_ascii=False, indent=1).encode())
+        return {"files": [JSONL, SFT if sft else LLAVA], "images": images, "reads": source}
+
+    return Stage(name, plan=lambda: shard_parts(Path(out) / source), work=lambda p: export_part(folder, p, images, sft),
+                 upstream=source, conclude=conclude)

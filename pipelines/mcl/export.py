@@ -5,25 +5,24 @@ records the mcl stage kept beside each shard (`_records/*.jsonl`), never the med
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.atomic import write_bytes_atomic
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.mcl.config import MclConfig
+from fusionweave.pipelines.runner import PartResult, Stage
 from fusionweave.pipelines.mcl.sources import SPECS
 from fusionweave.pipelines.mcl.stage_manifest import STAGES_FILE, stage_manifest
-from fusionweave.transforms.step import StepStats
 
 STAGE = "mcl_export"
 
 
-def read_records(stage_dir: Path, entry: PartEntry) -> list[dict[str, Any]]:
+def read_records(stage_dir: Path, records: str, shard: str) -> list[dict[str, Any]]:
     """A part's kept records, from the small file the mcl stage wrote beside its shard."""
-    lines = (stage_dir / entry.extra["records"]).read_text(encoding="utf-8").splitlines()
-    return [{**json.loads(ln), "shard": entry.shard} for ln in lines]
+    lines = (stage_dir / records).read_text(encoding="utf-8").splitlines()
+    return [{**json.loads(ln), "shard": shard} for ln in lines]
 
 
 def coco_ground_truth(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,25 +57,25 @@ def write_exports(folder: StageFolder, cfg: MclConfig, records: list[dict[str, A
     return written
 
 
-def run(cfg: MclConfig, out: Path, source_stage: str) -> dict[str, Any]:
-    folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    folder.prepare()
-    src = StageFolder(out, source_stage)
-    entries, records = [], []
-    for p, e in sorted(src.entries().items()):
-        if not e.shard:
-            continue
-        t1 = time.perf_counter()
-        recs = read_records(src.dir, e)
-        records += recs
-        n = len(recs)
-        entries.append(PartEntry(p, n, 0, {"export": StepStats(n, n, seconds=time.perf_counter() - t1)},
-                                 [e.extra["records"]], count=n))
-    files = write_exports(folder, cfg, records)
-    manifest = stage_manifest(cfg, records, f"{source_stage}/", f"{STAGE}/")
-    write_bytes_atomic(folder.dir / STAGES_FILE, json.dumps(manifest, indent=1).encode())
-    return folder.finish(entries, None, time.perf_counter() - t0,
-                         info={"files": [*files, STAGES_FILE], "reads": source_stage})
+def stage(cfg: MclConfig, out: Path, source_stage: str) -> Stage:
+    folder, src = StageFolder(out, STAGE), StageFolder(out, source_stage)
+
+    parts: list[dict[str, Any]] = []
+
+    def plan() -> list[dict[str, Any]]:
+        parts.extend({"part": p, "records": e.extra["records"], "shard": e.shard, "count": e.count}
+                     for p, e in sorted(src.entries().items()) if e.shard)
+        return parts
+
+    def work(part: dict[str, Any]) -> PartResult:
+        # the records file holds one line per sample of the shard: its count is the manifest's
+        return PartResult(part["count"], [STAGE], count=part["count"], inputs=[part["records"]])
+
+    def conclude(entries: dict[str, PartEntry]) -> dict[str, Any]:
+        records = [r for p in parts for r in read_records(src.dir, p["records"], p["shard"])]
+        files = write_exports(folder, cfg, records)
+        manifest = stage_manifest(cfg, records, f"{source_stage}/", f"{STAGE}/")
+        write_bytes_atomic(folder.dir / STAGES_FILE, json.dumps(manifest, indent=1).encode())
+        return {"files": [*files, STAGES_FILE], "reads": source_stage}
+
+    return Stage(STAGE, plan=plan, work=work, upstream=source_stage, conclude=conclude)

@@ -8,7 +8,6 @@ stage `mcl_export`: original-format exports, COCO caption ground truth, the stag
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,23 +17,24 @@ import pyarrow.parquet as pq
 
 from fusionweave.experts.expert import ExpertError
 from fusionweave.experts.resolve import ModelNotFound
-from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.atomic import write_bytes_atomic
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.engine import Engine, ModelEngine
 from fusionweave.pipelines.errors import BuildSetupError
-from fusionweave.pipelines.mcl import depth_parts, export, hygiene
+from fusionweave.pipelines.mcl import depth, export, hygiene
 from fusionweave.pipelines.mcl.config import MclConfig
-from fusionweave.pipelines.mcl.parts import build_summary, plan_parts
+from fusionweave.pipelines.mcl.plan import build_summary, plan_parts
 from fusionweave.pipelines.mcl.sources import SPECS, read_source
 from fusionweave.pipelines.mcl.write import write_part
-from fusionweave.pipelines.model_parts import run_model_parts
-from fusionweave.pipelines.partitioned import run_parts
-from fusionweave.pipelines.shard_sink import make_rejects
-from fusionweave.transforms.mcl.record import Record
+from fusionweave.pipelines.pipeline_spec import Pipeline
+from fusionweave.pipelines.runner import ModelWork, PartResult, Stage, account, commit_part, run_stage
 from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.storage.shard_sink import make_rejects
+from fusionweave.transforms.mcl.record import Record
 
 STAGE = "mcl"
-STAGES = {STAGE: None, export.STAGE: None}
+STAGES = (STAGE, export.STAGE)
+PLAN_STEPS = ("parse", "media", "splits")
 FINAL = STAGE
 MISSING = "_missing_media.jsonl"
 PLAN_PART = "_plan"
@@ -42,10 +42,18 @@ PLAN_PART = "_plan"
 
 @dataclass
 class Plan:
+    """The records that reach the shards, the rows refused before any media was opened (each
+    naming its step: parse, media, splits) and every source's media root."""
+
     records: list[Record]
     rejects: list[dict[str, Any]]
-    stats: dict[str, StepStats]
     roots: dict[str, Path]
+
+    @property
+    def stats(self) -> dict[str, StepStats]:
+        """The plan's steps counted as the runner counts them."""
+        return account(len(self.records) + len(self.rejects), PLAN_STEPS,
+                       Counter((r["step"], r["reason"]) for r in self.rejects), {})
 
 
 def check_files(cfg: MclConfig) -> None:
@@ -88,7 +96,7 @@ def check_depth(cfg: MclConfig) -> dict[str, Any] | None:
     if not cfg.depth.model:
         raise BuildSetupError("mcl.depth.model: the depth sources need a depth estimator (a local folder or a "
                               "cached Hugging Face id, e.g. Intel/dpt-hybrid-midas)")
-    expert = depth_parts.make_expert(cfg)
+    expert = depth.make_expert(cfg)
     try:
         expert.check()
     except (ExpertError, ModelNotFound) as err:
@@ -106,16 +114,13 @@ def plan(cfg: MclConfig) -> Plan:
         records += recs
         modality = SPECS[s.format].modality
         rejects += [{**r, "modality": modality, "split": s.split} for r in rej]
-    stats = {"parse": StepStats(len(records) + len(rejects), len(records), Counter(r["reason"] for r in rejects))}
     records, rej = hygiene.missing_media(records, roots, cfg.follow_symlinks_outside_root)
-    stats["media"] = StepStats(len(records) + len(rej), len(records), Counter(r["reason"] for r in rej))
-    return Plan(records, rejects + rej, stats, roots)
+    return Plan(records, rejects + rej, roots)
 
 
 def split_check(p: Plan, identity: Callable[[Record], str]) -> Plan:
     records, rej = hygiene.cross_split(p.records, identity)
-    stats = {**p.stats, "splits": StepStats(len(p.records), len(records), Counter(r["reason"] for r in rej))}
-    return Plan(records, p.rejects + rej, stats, p.roots)
+    return Plan(records, p.rejects + rej, p.roots)
 
 
 def content_identity(p: Plan, engine: Engine, cpus: float, chunk: int = 256) -> Callable[[Record], str]:
@@ -130,15 +135,9 @@ def content_identity(p: Plan, engine: Engine, cpus: float, chunk: int = 256) -> 
     return lambda r: digests[hygiene.real_path(r, p.roots)]
 
 
-_checked: dict[str, Plan] = {}  # config -> the plan `check` just made, taken once by `run`
-
-
-def check(cfg: MclConfig, out: Path) -> Plan:
-    p = plan(cfg)
-    check_depth(cfg)
-    _checked.clear()
-    _checked[cfg.model_dump_json()] = p
-    return p
+def check(cfg: MclConfig, out: Path) -> tuple[Plan, dict[str, Any] | None]:
+    """The plan, and the depth model's info (None without depth sources), before any work."""
+    return plan(cfg), check_depth(cfg)
 
 
 def resumed(p: Plan, folder: StageFolder, entry: PartEntry) -> Plan:
@@ -146,11 +145,12 @@ def resumed(p: Plan, folder: StageFolder, entry: PartEntry) -> Plan:
     recomputed, so a resume does not hash every file again."""
     gone = set(pq.read_table(folder.dir / entry.rejects, columns=["key"]).column("key").to_pylist()) \
         if entry.rejects else set()
-    return Plan([r for r in p.records if r.key not in gone], p.rejects, p.stats, p.roots)
+    return Plan([r for r in p.records if r.key not in gone], p.rejects, p.roots)
 
 
-def plan_entry(folder: StageFolder, p: Plan) -> PartEntry:
-    """The rows refused before any media was opened, as a manifest line without a shard."""
+def plan_result(folder: StageFolder, p: Plan) -> PartResult:
+    """The rows refused before any media was opened, as a part without a shard; the records it
+    hands on are counted in by the parts that write them."""
     missing = [r for r in p.rejects if r["reason"] == "missing_media"]
     write_bytes_atomic(folder.dir / MISSING, "".join(
         json.dumps({"key": r["key"], "source": r["source"], "path": r["path"]}) + "\n" for r in missing).encode())
@@ -158,51 +158,46 @@ def plan_entry(folder: StageFolder, p: Plan) -> PartEntry:
     for r in p.rejects:
         by_modality[r["modality"]][r["reason"]] += 1
     rows = [{k: r[k] for k in ("key", "step", "reason", "detail")} for r in p.rejects]
-    return folder.commit(PLAN_PART, rows_in=len(rows), stats=p.stats, rejects=make_rejects(rows, STAGE),
-                         rejects_name="plan", plan_rejects={m: dict(c) for m, c in by_modality.items()})
+    return PartResult(len(rows) + len(p.records), PLAN_STEPS, make_rejects(rows, STAGE), handed_on=len(p.records),
+                      rejects_name="plan", inputs=[], extra={"plan_rejects": {m: dict(c) for m, c in by_modality.items()}})
 
 
-def build_shards(cfg: MclConfig, out: Path, engine: ModelEngine, p: Plan) -> dict[str, Any]:
+def stage(cfg: MclConfig, out: Path, engine: ModelEngine, checked: Plan, model_info: dict[str, Any] | None) -> Stage:
     folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    folder.prepare()
-    done = folder.entries().get(PLAN_PART)
-    if done is None:
-        identity = content_identity(p, engine, cfg.read_cpus) if cfg.duplicates == "content" \
-            else (lambda r: hygiene.real_path(r, p.roots))
-        p = split_check(p, identity)
-        folder.append(plan_entry(folder, p))
-    else:
-        p = resumed(p, folder, done)
-    parts = plan_parts(p.records, p.roots, cfg.shard_size)
-    plain = [x for x in parts if x["modality"] != "depth"]
-    depth = [x for x in parts if x["modality"] == "depth"]
-    entries = dict(run_parts(engine, folder, plain, lambda x: write_part(folder, cfg, x), num_cpus=cfg.read_cpus,
-                             desc=STAGE))
-    model_info = None
-    if depth:
-        expert = depth_parts.make_expert(cfg)
-        model_info = expert.info()
-        read = depth_parts.reader(cfg.depth.batch_size, cfg.depth.jpeg_quality)
-        finish = depth_parts.finisher(folder, cfg, model_info)
-        entries.update(run_model_parts(engine, folder, depth, read, depth_parts.chain(expert), finish,
-                                       read_cpus=cfg.read_cpus, desc=f"{STAGE} depth"))
-    entries[PLAN_PART] = folder.entries()[PLAN_PART]
-    summary = build_summary(list(entries.values()))
-    return folder.finish(entries.values(), None, time.perf_counter() - t0,
-                         info={"mcl": summary, "depth_model": model_info, "files": [MISSING]})
+    planned: list[dict[str, Any]] = []
+
+    def prepare(folder: StageFolder) -> dict[str, PartEntry]:
+        done = folder.entries().get(PLAN_PART)
+        p = checked
+        if done is None:
+            identity = content_identity(p, engine, cfg.read_cpus) if cfg.duplicates == "content" \
+                else (lambda r: hygiene.real_path(r, p.roots))
+            p = split_check(p, identity)
+            done = commit_part(folder, {"part": PLAN_PART}, plan_result(folder, p))
+        else:
+            p = resumed(p, folder, done)
+        planned.extend(plan_parts(p.records, p.roots, cfg.shard_size))
+        return {PLAN_PART: done}
+
+    expert = depth.make_expert(cfg) if model_info is not None else None
+    model = ModelWork(depth.reader(cfg.depth.batch_size, cfg.depth.jpeg_quality), depth.chain(expert),
+                      depth.finisher(folder, cfg, model_info), cfg.read_cpus,
+                      takes=lambda x: x["modality"] == "depth", desc=f"{STAGE} depth") if expert is not None else None
+    return Stage(STAGE, plan=lambda: planned, work=lambda x: write_part(folder, cfg, x), model=model, prepare=prepare,
+                 cpus=cfg.read_cpus, conclude=lambda entries: {"mcl": build_summary(list(entries.values())),
+                                                               "depth_model": model_info, "files": [MISSING]})
 
 
 def run(cfg: MclConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
-        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
+        stage_engines: dict[str, Engine] | None = None,
+        checked: tuple[Plan, dict[str, Any] | None] | None = None) -> dict[str, dict[str, Any]]:
     want = (lambda s: stages is None or s in stages)
     res: dict[str, dict[str, Any]] = {}
     if want(STAGE):
-        p = _checked.pop(cfg.model_dump_json(), None) or check(cfg, out)  # the CLI checked it already
-        _checked.clear()
-        res[STAGE] = build_shards(cfg, out, engine, p)
+        res[STAGE] = run_stage(engine, out, stage(cfg, out, engine, *(checked or check(cfg, out))))
     if want(export.STAGE):
-        res[export.STAGE] = export.run(cfg, out, STAGE)
+        res[export.STAGE] = run_stage(engine, out, export.stage(cfg, out, STAGE))
     return res
+
+
+PIPELINE = Pipeline("mcl", STAGES, run, check, final=FINAL)

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from fusionweave.experts.base import Batch, Stage
+from fusionweave.experts.base import Batch, ChainItem
 from fusionweave.experts.depth import DETECTIONS, DepthExpert
-from fusionweave.experts.expert import Expert, read_results
+from fusionweave.experts.expert import EXPERTS, Expert, read_results
 from fusionweave.experts.ocr import OcrExpert
 from fusionweave.experts.owl_detector import OwlDetector
-from fusionweave.experts.tagger import Tagger
+from fusionweave.experts.tagger import OpenClipTagger, Tagger
 from fusionweave.experts.yolo_detector import YoloDetector, YoloWorldDetector
 from fusionweave.pipelines.perceive.config import BoxesConfig, PerceiveConfig
 from fusionweave.transforms.boxes import cap_balanced, nms_merge
@@ -29,8 +29,9 @@ def build_experts(cfg: PerceiveConfig) -> list[Expert]:
     out: list[Expert] = []
     if cfg.tagger.enabled:
         t = cfg.tagger
-        out.append(Tagger(t.model, t.revision, t.resources(), vocabulary_file=t.vocabulary, prompt=t.prompt,
-                          threshold=t.threshold, top_k=t.top_k, trust_remote_code=trc))
+        common = dict(vocabulary_file=t.vocabulary, prompt=t.prompt, threshold=t.threshold, top_k=t.top_k)
+        out.append(OpenClipTagger(t.model, t.pretrained, t.resources(), **common) if t.backend == "open_clip" else
+                   Tagger(t.model, t.revision, t.resources(), trust_remote_code=trc, **common))
     if cfg.detector.enabled:
         d = cfg.detector
         out.append(YoloDetector(d.model, d.revision, d.resources(), confidence=d.confidence, iou=d.iou,
@@ -41,14 +42,18 @@ def build_experts(cfg: PerceiveConfig) -> list[Expert]:
             out.append(OwlDetector(o.model, o.revision, o.resources(), confidence=o.confidence,
                                    max_queries=o.max_queries, trust_remote_code=trc))
         else:
-            out.append(YoloWorldDetector(o.model, o.revision, o.resources(), confidence=o.confidence,
-                                         image_size=o.image_size))
+            out.append(YoloWorldDetector(o.model, o.revision, o.resources(), text_model=o.text_model,
+                                         text_revision=o.text_revision, max_queries=o.max_queries,
+                                         confidence=o.confidence, image_size=o.image_size))
     if cfg.ocr.enabled:
         c = cfg.ocr
         out.append(OcrExpert(c.model, None, c.resources(), min_confidence=c.min_confidence,
-                             det_model_dir=c.det_model_dir, rec_model_dir=c.rec_model_dir))
+                             det_model_dir=c.det_model_dir, rec_model_dir=c.rec_model_dir,
+                             enable_mkldnn=c.enable_mkldnn))
     if cfg.depth.enabled:
         out.append(DepthExpert(cfg.depth.model, cfg.depth.revision, cfg.depth.resources(), trust_remote_code=trc))
+    # plug-in experts (one class and its config block each), after the built-in ones
+    out += [EXPERTS[name].from_config(block, trc) for name, block in cfg.plugins.items() if getattr(block, "enabled", True)]
     return out
 
 
@@ -73,8 +78,8 @@ class MergeDetections:
         return self.cfg.model_dump()
 
 
-def build_chain(experts: list[Expert], boxes: BoxesConfig) -> list[Stage]:
-    stages: list[Stage] = []
+def build_chain(experts: list[Expert], boxes: BoxesConfig) -> list[ChainItem]:
+    stages: list[ChainItem] = []
     detectors = [e for e in experts if e.name in DETECTORS]
     for e in experts:
         if e.has_prepare:

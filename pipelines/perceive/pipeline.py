@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fusionweave.experts.expert import Expert, ExpertError
 from fusionweave.experts.resolve import ModelNotFound
@@ -11,10 +11,12 @@ from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.perceive import stage
 from fusionweave.pipelines.perceive.chain import build_experts
 from fusionweave.pipelines.perceive.config import PerceiveConfig
+from fusionweave.pipelines.pipeline_spec import Pipeline
+from fusionweave.pipelines.runner import run_stage
 from fusionweave.pipelines.select.inputs import plan_parts
 from fusionweave.pipelines.upstream import input_paths
 
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {stage.STAGE: stage.run}
+STAGES = (stage.STAGE,)
 UPSTREAM = "select"  # this build folder's selected set; anything else is named with --input
 
 
@@ -23,21 +25,22 @@ def experts_checked(cfg: PerceiveConfig) -> list[Expert]:
     try:
         experts = build_experts(cfg)
         for e in experts:
-            check = getattr(e, "check", None)
-            if check is not None:
-                check()
+            e.check()
     except (ExpertError, ModelNotFound) as err:
         raise BuildSetupError(f"perceive: {err}") from None
     return experts
 
 
-def check(cfg: PerceiveConfig, out: Path) -> list[dict[str, Any]]:
-    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "perceive"))
-    experts_checked(cfg)
-    return parts
+def check(cfg: PerceiveConfig, out: Path) -> tuple[list[dict[str, Any]], list[Expert]]:
+    return plan_parts(input_paths(cfg.input, out, UPSTREAM, "perceive")), experts_checked(cfg)
 
 
 def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
-        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
-    parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "perceive"))
-    return {stage.STAGE: stage.run(cfg, out, engine, parts, experts_checked(cfg))}
+        stage_engines: dict[str, Engine] | None = None,
+        checked: tuple[list[dict[str, Any]], list[Expert]] | None = None) -> dict[str, dict[str, Any]]:
+    parts, experts = checked if checked is not None else check(cfg, out)
+    return {stage.STAGE: run_stage(engine, out, stage.stage(cfg, out, parts, experts))}
+
+
+PIPELINE = Pipeline("perceive", STAGES, run, check, upstream=UPSTREAM, input_field="perceive.input",
+                    final=stage.STAGE)

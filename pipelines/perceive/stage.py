@@ -2,13 +2,12 @@
 
 CPU tasks read the shards (image bytes and upright size); the chain of experts runs on the
 engine (model steps as actor pools, their prepare/postprocess as CPU tasks); a worker finishes
-each part (see `model_parts`), rewriting its shard with the new members. Only unreadable samples are rejects; an
+each part (see `runner.run_model_parts`), rewriting its shard with the new members. Only unreadable samples are rejects; an
 expert failing on a sample is recorded in that sample's `experts.json` and counted.
 """
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,14 @@ import numpy as np
 from fusionweave.experts.depth import DETECTIONS, PNG
 from fusionweave.experts.expert import Expert, result_column
 from fusionweave.experts.pixels import error_text
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.engine import Batch, ModelEngine
-from fusionweave.pipelines.image_parts import gather, image_part_reader
-from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.engine import Batch
+from fusionweave.pipelines.image_reader import gather, image_part_reader
+from fusionweave.pipelines.runner import ModelWork, PartResult, Stage
 from fusionweave.pipelines.perceive.config import PerceiveConfig
 from fusionweave.pipelines.perceive.chain import MergeDetections, build_chain
-from fusionweave.pipelines.shard_sink import shard_name
-from fusionweave.pipelines.shard_source import ImageSample
-from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.storage.shard_sink import shard_name
+from fusionweave.pipelines.storage.shard_source import READ_SHARD, ImageSample
 from fusionweave.transforms.image_validate import open_image
 
 STAGE = "perceive"
@@ -76,54 +74,44 @@ def experts_json(row: dict[str, Any], experts: list[Expert], merge: MergeDetecti
     return doc
 
 
-def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, experts: list[Expert],
-                merge: MergeDetections | None) -> PartEntry:
-    p = part["part"]
-    rec, rej, samples = gather(folder.work, STAGE, part, rows)
-    n = len(rows.get("key", ()))
+def finish_part(work: Path, part: dict[str, Any], rows: Batch, experts: list[Expert],
+                merge: MergeDetections | None) -> PartResult:
+    rec, rej, samples = gather(work, STAGE, part, rows)
     out: list[dict[str, Any]] = []
     errors: Counter = Counter()
-    model_seconds: Counter = Counter()
+    seconds: Counter = Counter({READ_SHARD: rec["read_seconds"]})
     for item, j in samples:
         row = {k: v[j] for k, v in rows.items()}
         doc = experts_json(row, experts, merge)
         for name, x in doc["experts"].items():
             errors[name] += x["error"] is not None
-            model_seconds[name] += x["seconds"]
+            seconds[name] += x["seconds"]
         sample = {"__key__": item.key, **item.members, "experts.json": doc}
         if PNG in row and len(row[PNG]):
             sample["depth.png"] = row[PNG]
         out.append(sample)
-    read_rejects = Counter()
-    for _step, reason, count in rec["rejects"]:
-        read_rejects[reason] += count
-    stats = {READ_STEP: StepStats(rec["rows_in"], n, read_rejects, rec["read_seconds"])}
-    for e in experts:
-        stats[e.name] = StepStats(n, n, Counter(), model_seconds[e.name])
-    return folder.commit(p, rows_in=rec["rows_in"], stats=stats, rejects=rej, inputs=[part["input"]],
-                         name=shard_name(int(p)), samples=out or None,
-                         expert_errors={k: v for k, v in sorted(errors.items()) if v})
+    return PartResult(rec["rows_in"], [READ_SHARD, READ_STEP, *(e.name for e in experts)], rej, seconds, samples=out or None,
+                      name=shard_name(int(part["part"])),
+                      extra={"expert_errors": {k: v for k, v in sorted(errors.items()) if v}})
 
 
-def run(cfg: PerceiveConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]],
-        experts: list[Expert]) -> dict[str, Any]:
-    folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
+def stage(cfg: PerceiveConfig, out: Path, parts: list[dict[str, Any]], experts: list[Expert]) -> Stage:
+    work = StageFolder(out, STAGE).work
     chain = build_chain(experts, cfg.boxes)
     merge = next((s for s in chain if isinstance(s, MergeDetections)), None)
 
-    def finish(part: dict[str, Any], rows: Batch) -> PartEntry:
-        return finish_part(folder, part, rows, experts, merge)
+    def finish(part: dict[str, Any], rows: Batch) -> PartResult:
+        return finish_part(work, part, rows, experts, merge)
 
-    entries = run_model_parts(engine, folder, parts, image_part_reader(folder.work, STAGE, cfg.chunk_size, to_batch),
-                              chain, finish, read_cpus=cfg.read_cpus, desc="perceive", drop=("image",))
-    errors: Counter = Counter()
-    for e in entries.values():
-        errors.update(e.extra.get("expert_errors", {}))
-    info = {"experts": [e.info() for e in experts], "expert_errors": dict(sorted(errors.items())),
-            "schema": SCHEMA}
-    if merge is not None:
-        info["boxes"] = merge.settings()
-    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)
+    def info(entries: dict[str, PartEntry]) -> dict[str, Any]:
+        errors: Counter = Counter()
+        for e in entries.values():
+            errors.update(e.extra.get("expert_errors", {}))
+        got = {"experts": [e.info() for e in experts], "expert_errors": dict(sorted(errors.items())), "schema": SCHEMA}
+        if merge is not None:
+            got["boxes"] = merge.settings()
+        return got
+
+    reader = image_part_reader(work, STAGE, cfg.chunk_size, to_batch)
+    return Stage(STAGE, plan=lambda: parts, model=ModelWork(reader, chain, finish, cfg.read_cpus, drop=("image",)),
+                 conclude=info)

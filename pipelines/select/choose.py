@@ -7,8 +7,6 @@ json member gains the cluster and distance) and its rejects. Every pass is resum
 """
 from __future__ import annotations
 
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,16 +16,16 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.build_folder import StageFolder
+from fusionweave.pipelines.storage.published import published, published_files
 from fusionweave.pipelines.engine import Engine
-from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.runner import PartResult, Stage
 from fusionweave.pipelines.select import cluster, embed
 from fusionweave.pipelines.select.config import SelectConfig
 from fusionweave.pipelines.select.summary import summarise
-from fusionweave.pipelines.shard_sink import make_rejects, shard_name
-from fusionweave.pipelines.shard_source import iter_image_samples
+from fusionweave.pipelines.storage.shard_sink import make_rejects, shard_name
+from fusionweave.pipelines.storage.shard_source import iter_image_samples
 from fusionweave.transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
-from fusionweave.transforms.step import StepStats
 
 STAGE = "select"
 DUPLICATE = "semantic_duplicate"
@@ -93,15 +91,14 @@ def _by_idx(group: pa.Table) -> pa.Table:
 
 
 def decisions_for(folder: StageFolder, part: str) -> pa.Table:
-    files = sorted((folder.work / "by_part").glob("*.parquet"))
+    files = published_files(folder.work / "by_part")
     if not files:
         return DECISIONS.empty_table()
     return pads.dataset([str(f) for f in files], format="parquet", schema=DECISIONS).to_table(
         filter=pc.field("part") == part).sort_by("idx")
 
 
-def write_part(folder: StageFolder, part: dict[str, Any]) -> PartEntry:
-    t0 = time.perf_counter()
+def write_part(folder: StageFolder, part: dict[str, Any]) -> PartResult:
     p = part["part"]
     d = decisions_for(folder, p)
     by_idx = {r["idx"]: r for r in d.to_pylist()}
@@ -123,34 +120,28 @@ def write_part(folder: StageFolder, part: dict[str, Any]) -> PartEntry:
         kept.append({"__key__": item.key, **{k: v for k, v in item.members.items() if k != "json"}, "json": meta})
     if by_idx:
         raise RuntimeError(f"select part {p}: {len(by_idx)} embedded samples are missing from {part['input']}")
-    reasons = Counter(b["reason"] for b in bad)
-    n = d.num_rows
-    n_dup = reasons.get(DUPLICATE, 0)
-    stats = {"semdedup": StepStats(n, n - n_dup, Counter({DUPLICATE: n_dup}) if n_dup else Counter()),
-             "top_n": StepStats(n - n_dup, len(kept), Counter({NOT_SELECTED: reasons[NOT_SELECTED]})
-                                if reasons.get(NOT_SELECTED) else Counter(), time.perf_counter() - t0)}
-    return folder.commit(p, rows_in=n, stats=stats, rejects=make_rejects(bad, STAGE), inputs=[part["input"]],
-                         name=shard_name(int(p)), samples=kept or None)
+    return PartResult(d.num_rows, ["semdedup", "top_n"], make_rejects(bad, STAGE), samples=kept or None,
+                      name=shard_name(int(p)))
 
 
-def run(cfg: SelectConfig, out: Path, engine: Engine, parts: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+def stage(cfg: SelectConfig, out: Path, engine: Engine, parts: list[dict[str, Any]], seed: int) -> Stage:
     folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    folder.prepare()
-    # a part whose every sample was rejected has an empty side table (and no embedding width)
-    assigned = [p for p in sorted((Path(out) / cluster.STAGE).glob("shard-*.parquet"))
-                if pq.ParquetFile(p).metadata.num_rows]
-    if not (folder.work / "decisions").exists():
-        engine.group_apply(assigned, ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"], "bucket",
-                           decide_bucket(cfg, seed), folder.work / "decisions", desc="select: semdedup + top-n")
-    if not (folder.work / "by_part").exists():
-        engine.group_apply(sorted((folder.work / "decisions").glob("*.parquet")), DECISIONS.names, "part", _by_idx,
-                           folder.work / "by_part", desc="select: decisions by shard")
-    embedded = StageFolder(out, embed.STAGE).entries()
-    todo = [p for p in parts if p["part"] in embedded]
-    entries = run_parts(engine, folder, todo, lambda p: write_part(folder, p), num_cpus=0.5,
-                        desc="select: write shards")
-    info = summarise(folder, cfg, StageFolder(out, cluster.STAGE).stats().get("kmeans", {}))
-    return folder.finish(entries.values(), None, time.perf_counter() - t0, info=info)
+
+    def prepare(folder: StageFolder) -> None:
+        # a part whose every sample was rejected has an empty side table (and no embedding width)
+        assigned = [p for p in sorted((Path(out) / cluster.STAGE).glob("shard-*.parquet"))
+                    if pq.ParquetFile(p).metadata.num_rows]
+        if published(folder.work / "decisions") is None:
+            engine.group_apply(assigned, ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"], "bucket",
+                               decide_bucket(cfg, seed), folder.work / "decisions", desc="select: semdedup + top-n")
+        if published(folder.work / "by_part") is None:
+            engine.group_apply(published_files(folder.work / "decisions"), DECISIONS.names, "part", _by_idx,
+                               folder.work / "by_part", desc="select: decisions by shard")
+
+    def plan() -> list[dict[str, Any]]:
+        embedded = StageFolder(out, embed.STAGE).entries()
+        return [p for p in parts if p["part"] in embedded]
+
+    return Stage(STAGE, plan=plan, work=lambda p: write_part(folder, p), upstream=cluster.STAGE, prepare=prepare,
+                 desc="select: write shards",
+                 conclude=lambda _: summarise(folder, cfg, StageFolder(out, cluster.STAGE).stats().get("kmeans", {})))

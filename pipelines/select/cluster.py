@@ -16,15 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.atomic import atomic_path, write_bytes_atomic
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.atomic import atomic_path, write_bytes_atomic
+from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.engine import ModelEngine, Shared
 from fusionweave.pipelines.errors import BuildSetupError
-from fusionweave.pipelines.partitioned import run_parts
+from fusionweave.pipelines.runner import PartResult, Stage
 from fusionweave.pipelines.select import embed
 from fusionweave.pipelines.select.config import ClusterConfig
 from fusionweave.transforms import kmeans
-from fusionweave.transforms.step import StepStats
 
 STAGE = "cluster"
 CENTROIDS = "centroids.npy"
@@ -78,30 +77,28 @@ def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[
     return info
 
 
-def assign_part(folder: StageFolder, part: dict[str, Any], centroids: Shared, threads: int,
-                buckets: int) -> PartEntry:
-    t0 = time.perf_counter()
+def assign_part(part: dict[str, Any], centroids: Shared, threads: int, buckets: int) -> PartResult:
     table = pq.read_table(part["input"])
     ids, dist = kmeans.assign(embed.embeddings_of(table), centroids.get(), threads)
     out = pa.table({"key": table.column("key"), "part": pa.array([part["part"]] * table.num_rows, pa.string()),
                     "idx": table.column("idx"), "cluster": pa.array(ids, pa.int32()),
                     "distance": pa.array(dist, pa.float32()), "bucket": pa.array(ids % buckets, pa.int32()),
                     "embedding": table.column("embedding")})
-    st = StepStats(table.num_rows, table.num_rows, seconds=time.perf_counter() - t0)
-    return folder.commit(part["part"], rows_in=table.num_rows, stats={"assign": st}, inputs=[part["input"]],
-                         name=Path(part["input"]).name, table=out)
+    return PartResult(table.num_rows, ["assign"], table=out, name=Path(part["input"]).name)
 
 
-def run(cfg: ClusterConfig, out: Path, engine: ModelEngine, seed: int) -> dict[str, Any]:
-    folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
-    tables = side_tables(out)
-    info = train_centroids(cfg, folder, tables, seed)
-    centroids = engine.share(np.load(folder.dir / CENTROIDS))
-    parts = [{"part": p, "input": str(path)} for p, path, _ in tables]
-    threads = max(1, round(cfg.task_cpus))
-    entries = run_parts(engine, folder, parts, lambda p: assign_part(folder, p, centroids, threads, info["buckets"]),
-                        num_cpus=cfg.task_cpus, desc="select: assign clusters")
-    return folder.finish(entries.values(), None, time.perf_counter() - t0, info={"kmeans": info})
+def stage(cfg: ClusterConfig, out: Path, engine: ModelEngine, seed: int) -> Stage:
+    tables: list[tuple[str, Path, int]] = []
+    trained: dict[str, Any] = {}
+
+    def prepare(folder: StageFolder) -> None:
+        tables.extend(side_tables(out))  # read once the runner has found `embed` complete
+        trained.update(train_centroids(cfg, folder, tables, seed))
+        trained["centroids"] = engine.share(np.load(folder.dir / CENTROIDS))
+
+    def work(part: dict[str, Any]) -> PartResult:
+        return assign_part(part, trained["centroids"], max(1, round(cfg.task_cpus)), trained["buckets"])
+
+    return Stage(STAGE, plan=lambda: [{"part": p, "input": str(path)} for p, path, _ in tables], work=work,
+                 upstream=embed.STAGE, prepare=prepare, cpus=cfg.task_cpus, desc="select: assign clusters",
+                 conclude=lambda _: {"kmeans": {k: v for k, v in trained.items() if k != "centroids"}})

@@ -6,23 +6,33 @@ each centroid. `clusters: auto` keeps the paper's ratio (500M images / 50,000 cl
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from fusionweave.pipelines.config_base import Strict, WorkerConfig
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import Loc, StoragePath
 
 FAITHFUL_CLUSTERS = 50_000
 IMAGES_PER_CLUSTER = 10_000
 
 
 class EmbedConfig(WorkerConfig):
-    model: str = Field(..., description="local folder or Hugging Face id in the local cache (CLIP or SigLIP)")
+    backend: Literal["transformers", "open_clip"] = "transformers"
+    model: str = Field(..., description="transformers: local folder or Hugging Face id in the local cache (CLIP or "
+                                        "SigLIP); open_clip: a model name (EVA02-B-16, ...) or a model-config .json")
     revision: str | None = None
+    pretrained: str = Field("", description="open_clip only: a local checkpoint file; empty: random weights")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     batch_size: int = Field(64, gt=0)
     read_cpus: float = Field(0.5, gt=0, description="per decode/preprocess task")
+
+    @model_validator(mode="after")
+    def _pretrained_is_open_clip(self) -> "EmbedConfig":
+        if self.pretrained and self.backend != "open_clip":
+            raise ValueError("pretrained is for backend: open_clip (a transformers model names its folder in model)")
+        return self
 
 
 class ClusterConfig(Strict):
@@ -55,7 +65,7 @@ class TopNConfig(Strict):
 
 
 class SelectConfig(Strict):
-    input: list[Path] | None = Field(None, description="curated shards: a stage folder, a folder of .tar, or "
+    input: list[StoragePath] | None = Field(None, description="curated shards: a stage folder, a folder of .tar, or "
                                                        "tar files; default: this build folder's `validate` stage, which must be complete")
     seed: int | None = Field(None, description="default: the recipe's seed")
     embed: EmbedConfig
@@ -65,9 +75,9 @@ class SelectConfig(Strict):
 
     @field_validator("input")
     @classmethod
-    def _inputs_exist(cls, v: list[Path] | None) -> list[Path] | None:
+    def _inputs_exist(cls, v: list[Loc] | None) -> list[Loc] | None:
         if v is not None:
-            missing = [str(p) for p in v if not Path(p).exists()]
+            missing = [str(p) for p in v if not store.exists(p)]
             if not v or missing:
                 raise ValueError(f"input path does not exist: {', '.join(missing) or '(empty list)'}")
         return v

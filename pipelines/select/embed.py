@@ -3,12 +3,10 @@ embedding as unit-length float16), so the later stages and every rerun reuse the
 
 CPU tasks read, decode and resize (`ImagePreprocessor`); the embedder runs as an actor pool
 with the resources it declares; a worker writes each part once all its rows are on disk
-(see `model_parts`).
+(see `runner.run_model_parts`).
 """
 from __future__ import annotations
 
-import time
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,28 +15,27 @@ import numpy as np
 import pyarrow as pa
 
 from fusionweave.experts.base import seconds_column
-from fusionweave.experts.embedder import ImageEmbedder, ImagePreprocessor, embedding_dim
-from fusionweave.experts.resolve import resolve_model
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.engine import Batch, ModelEngine
-from fusionweave.pipelines.image_parts import image_part_reader, read_record
-from fusionweave.pipelines.model_parts import run_model_parts
+from fusionweave.experts.embedder import ImageEmbedder
+from fusionweave.pipelines.storage.build_folder import StageFolder
+from fusionweave.pipelines.engine import Batch
+from fusionweave.pipelines.image_reader import image_part_reader, read_record
+from fusionweave.pipelines.runner import ModelWork, PartResult, Stage
 from fusionweave.pipelines.select.config import EmbedConfig, SelectConfig
-from fusionweave.pipelines.shard_sink import shard_name
-from fusionweave.pipelines.shard_source import ImageSample
-from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.storage.shard_sink import shard_name
+from fusionweave.pipelines.storage.shard_source import READ_SHARD, ImageSample
 
 STAGE = "embed"
 STEP = "embed"
 
 
 def embedder(cfg: EmbedConfig) -> ImageEmbedder:
-    return ImageEmbedder(cfg.model, cfg.revision, cfg.resources(), cfg.dtype)
+    return ImageEmbedder(cfg.model, cfg.revision, cfg.resources(), cfg.dtype, backend=cfg.backend,
+                         pretrained=cfg.pretrained)
 
 
 @lru_cache(maxsize=4)
-def _preprocessor(model: str, revision: str | None) -> ImagePreprocessor:
-    return ImagePreprocessor(model, revision)
+def _preprocessor(cfg: EmbedConfig) -> Any:
+    return embedder(cfg).preprocessor()
 
 
 def side_table(keys: list[str], idx: np.ndarray, emb: np.ndarray) -> pa.Table:
@@ -66,7 +63,7 @@ def embeddings_of(table: pa.Table) -> np.ndarray:
 
 def make_reader(cfg: EmbedConfig, work: Path):  # noqa: ANN201 - a closure shipped to the workers
     def to_batch(items: list[ImageSample], bad: list[dict[str, Any]]) -> Batch | None:
-        px, errors = _preprocessor(cfg.model, cfg.revision)([s.members[s.image_ext] for s in items])
+        px, errors = _preprocessor(cfg)([s.members[s.image_ext] for s in items])
         ok = [s for s, e in zip(items, errors) if e is None]
         bad.extend({"key": s.key, "step": STEP, "reason": "undecodable", "detail": e, "url": s.meta.get("url")}
                    for s, e in zip(items, errors) if e is not None)
@@ -78,39 +75,27 @@ def make_reader(cfg: EmbedConfig, work: Path):  # noqa: ANN201 - a closure shipp
     return image_part_reader(work, STAGE, cfg.batch_size, to_batch)
 
 
-def finish_part(folder: StageFolder, part: dict[str, Any], rows: Batch, dim: int) -> PartEntry:
-    p = part["part"]
-    rec, rej = read_record(folder.work, p)
+def finish_part(work: Path, part: dict[str, Any], rows: Batch, cfg: EmbedConfig) -> PartResult:
+    rec, rej = read_record(work, part["part"])
     n = len(rows.get("key", ()))
     if n != rec["sent"]:
-        raise RuntimeError(f"embed part {p}: {n} embeddings came back, {rec['sent']} were sent")
+        raise RuntimeError(f"embed part {part['part']}: {n} embeddings came back, {rec['sent']} were sent")
     order = np.argsort(rows["idx"]) if n else np.zeros(0, np.int64)
-    emb = rows["embedding"][order] if n else np.zeros((0, dim), np.float16)
+    emb = rows["embedding"][order] if n else np.zeros((0, embedder(cfg).dim()), np.float16)
     table = side_table([rows["key"][i] for i in order], rows["idx"][order] if n else np.zeros(0, np.int64), emb)
-    read_rejects = Counter()
-    embed_rejects = Counter()
-    for step, reason, count in rec["rejects"]:
-        (read_rejects if step == "read_shard" else embed_rejects)[reason] += count
-    n_read_ok = rec["rows_in"] - sum(read_rejects.values())
-    sec = rows.get(seconds_column(ImageEmbedder.name))
-    seconds = float(sec.sum()) if sec is not None else 0.0  # measured in the model's worker
-    stats = {"read_shard": StepStats(rec["rows_in"], n_read_ok, read_rejects, rec["read_seconds"]),
-             STEP: StepStats(n_read_ok, n, embed_rejects, seconds)}
-    return folder.commit(p, rows_in=rec["rows_in"], stats=stats, rejects=rej, inputs=[part["input"]],
-                         name=shard_name(int(p), "parquet"), table=table)
+    sec = rows.get(seconds_column(ImageEmbedder.name))  # measured in the model's worker
+    seconds = {READ_SHARD: rec["read_seconds"], STEP: float(sec.sum()) if sec is not None else 0.0}
+    return PartResult(rec["rows_in"], [READ_SHARD, STEP], rej, seconds, table=table,
+                      name=shard_name(int(part["part"]), "parquet"))
 
 
-def run(cfg: SelectConfig, out: Path, engine: ModelEngine, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    folder = StageFolder(out, STAGE)
-    if folder.is_complete():
-        return folder.stats()
-    t0 = time.perf_counter()
+def stage(cfg: SelectConfig, out: Path, parts: list[dict[str, Any]]) -> Stage:
+    work = StageFolder(out, STAGE).work
     step = embedder(cfg.embed)
-    dim = embedding_dim(resolve_model(cfg.embed.model, cfg.embed.revision))
 
-    def finish(part: dict[str, Any], rows: Batch) -> PartEntry:
-        return finish_part(folder, part, rows, dim)
+    def finish(part: dict[str, Any], rows: Batch) -> PartResult:
+        return finish_part(work, part, rows, cfg.embed)
 
-    entries = run_model_parts(engine, folder, parts, make_reader(cfg.embed, folder.work), step, finish,
-                              read_cpus=cfg.embed.read_cpus, desc="select: embed")
-    return folder.finish(entries.values(), None, time.perf_counter() - t0, info={"embedder": step.info()})
+    return Stage(STAGE, plan=lambda: parts, model=ModelWork(make_reader(cfg.embed, work), step, finish,
+                                                              cfg.embed.read_cpus),
+                 conclude=lambda _: {"embedder": step.info()}, desc="select: embed")

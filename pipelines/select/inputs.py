@@ -4,12 +4,13 @@ part keeps its upstream sample count, so a tar that breaks later still accounts 
 sample it should hold."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.build_folder import MANIFEST, stage_shards
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import MANIFEST, stage_shards
+from fusionweave.pipelines.storage.location import Loc, location
 from fusionweave.pipelines.errors import BuildSetupError
-from fusionweave.pipelines.shard_source import (SHARD_SUFFIXES, Sample, UnsupportedShard, check_shard_name, iter_shard,
+from fusionweave.pipelines.storage.shard_source import (SHARD_SUFFIXES, Sample, UnsupportedShard, check_shard_name, iter_shard,
                                                 shards_in)
 
 
@@ -17,23 +18,23 @@ class InputError(BuildSetupError):
     pass
 
 
-def _shards_of(path: Path) -> list[tuple[Path, int | None]]:
-    if not path.exists():
+def _shards_of(path: Loc) -> list[tuple[Loc, int | None]]:
+    if not store.exists(path):
         raise InputError(f"no shards found: {path} does not exist (a build reads the previous pipeline's final "
                          "stage in the same build folder, e.g. curate's `validate` for select, or the shards named "
                          "by its `input`)")
     stage = stage_shards(path)
     if stage is not None:
         return list(stage)
-    if path.is_dir():
+    if store.is_dir(path):
         return [(p, None) for p in shards_in(path)]
     check_shard_name(path)
     return [(path, None)]
 
 
-def plan_parts(sources: list[Path]) -> list[dict[str, Any]]:
+def plan_parts(sources: list[Loc]) -> list[dict[str, Any]]:
     try:
-        shards = [s for src in sources for s in _shards_of(Path(src))]
+        shards = [s for src in sources for s in _shards_of(location(src))]
     except UnsupportedShard as err:
         raise InputError(str(err)) from None
     if not shards:

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from fusionweave.experts.embedder import EmbedderError, model_type
-from fusionweave.experts.resolve import resolve_model
+from fusionweave.experts.embedder import EmbedderError
+from fusionweave.experts.expert import ExpertError
 from fusionweave.pipelines.engine import Engine, ModelEngine
 from fusionweave.pipelines.errors import BuildSetupError
+from fusionweave.pipelines.pipeline_spec import Pipeline
+from fusionweave.pipelines.runner import run_stage
 from fusionweave.pipelines.select import choose, cluster, embed
 from fusionweave.pipelines.select.config import SelectConfig
 from fusionweave.pipelines.select.inputs import count_samples, plan_parts
 from fusionweave.pipelines.upstream import input_paths
 
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {embed.STAGE: embed.run, cluster.STAGE: cluster.run,
-                                                   choose.STAGE: choose.run}
+STAGES = (embed.STAGE, cluster.STAGE, choose.STAGE)
 UPSTREAM = "validate"  # the curate build's final stage in the same build folder
 
 
@@ -23,9 +24,11 @@ def check(cfg: SelectConfig, out: Path) -> list[dict[str, Any]]:
     parts = plan_parts(input_paths(cfg.input, out, UPSTREAM, "select"))
     if not embed_done(out):
         try:
-            model_type(resolve_model(cfg.embed.model, cfg.embed.revision))
+            embed.embedder(cfg.embed).check()
         except EmbedderError as err:
             raise BuildSetupError(f"select.embed.model: {err}") from None
+        except ExpertError as err:  # open_clip: the message names its field
+            raise BuildSetupError(str(err)) from None
     if cfg.cluster.clusters != "auto" and not embed_done(out):
         n = count_samples(parts)
         if cfg.cluster.clusters > n:
@@ -35,20 +38,24 @@ def check(cfg: SelectConfig, out: Path) -> list[dict[str, Any]]:
 
 
 def embed_done(out: Path) -> bool:
-    from fusionweave.pipelines.build_folder import StageFolder
+    from fusionweave.pipelines.storage.build_folder import StageFolder
 
     return StageFolder(out, embed.STAGE).is_complete()
 
 
 def run(cfg: SelectConfig, out: Path, engine: ModelEngine, stages: list[str] | None = None,
-        stage_engines: dict[str, Engine] | None = None) -> dict[str, dict[str, Any]]:
+        stage_engines: dict[str, Engine] | None = None, checked: list[dict[str, Any]] | None = None
+        ) -> dict[str, dict[str, Any]]:
     seed = cfg.seed or 0
-    parts = check(cfg, out)
+    parts = checked if checked is not None else check(cfg, out)
     results: dict[str, dict[str, Any]] = {}
     if stages is None or embed.STAGE in stages:
-        results[embed.STAGE] = embed.run(cfg, out, engine, parts)
+        results[embed.STAGE] = run_stage(engine, out, embed.stage(cfg, out, parts))
     if stages is None or cluster.STAGE in stages:
-        results[cluster.STAGE] = cluster.run(cfg.cluster, out, engine, seed)
+        results[cluster.STAGE] = run_stage(engine, out, cluster.stage(cfg.cluster, out, engine, seed))
     if stages is None or choose.STAGE in stages:
-        results[choose.STAGE] = choose.run(cfg, out, engine, parts, seed)
+        results[choose.STAGE] = run_stage(engine, out, choose.stage(cfg, out, engine, parts, seed))
     return results
+
+
+PIPELINE = Pipeline("select", STAGES, run, check, upstream=UPSTREAM, input_field="select.input", final=choose.STAGE)

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.atomic import atomic_path
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.storage.atomic import atomic_path
+from fusionweave.pipelines.storage.build_folder import StageFolder
+from fusionweave.pipelines.storage.published import published_files
 
 PLOT = "cluster_sizes.png"
 SIZE_BINS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000]
@@ -54,7 +55,7 @@ def summarise(folder: StageFolder, cfg: Any, kmeans: dict[str, Any]) -> dict[str
     sizes_after = np.zeros(k, np.int64)
     per_eps = {eps: 0 for eps in sorted({*cfg.semdedup.report_eps, cfg.semdedup.eps})}
     selected = duplicates = 0
-    for f in sorted((folder.work / "decisions").glob("*.parquet")):
+    for f in published_files(folder.work / "decisions"):  # the published folder (a pointer names it)
         t = pq.read_table(f, columns=["cluster", "max_sim", "reason"])
         c = t.column("cluster").to_numpy()
         sizes += np.bincount(c, minlength=k)[:k]

@@ -9,18 +9,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from fusionweave.experts.base import Batch, Stage
+from fusionweave.experts.base import Batch, ChainItem
 from fusionweave.experts.depth import PNG, DepthExpert
 from fusionweave.experts.expert import result_column
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.runner import PartResult
+from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.mcl.config import MclConfig
 from fusionweave.pipelines.mcl.media import MediaError, preprocessing, valid_image
-from fusionweave.pipelines.mcl.parts import MediaStats
-from fusionweave.pipelines.mcl.write import finish_part, reject
-from fusionweave.pipelines.model_parts import chunk_columns
+from fusionweave.pipelines.mcl.plan import MediaStats
+from fusionweave.pipelines.mcl.write import READ, part_result, reject
+from fusionweave.pipelines.chunks import chunk_columns
 from fusionweave.transforms.mcl.record import Record
-from fusionweave.transforms.step import StepStats
 
+DEPTH = "depth"
 READ_ERROR, READ_DETAIL, RECORD, EXT = "_read_error", "_read_detail", "_record", "_ext"
 
 
@@ -29,7 +30,7 @@ def make_expert(cfg: MclConfig) -> DepthExpert:
                        trust_remote_code=cfg.trust_remote_code)
 
 
-def chain(expert: DepthExpert) -> list[Stage]:
+def chain(expert: DepthExpert) -> list[ChainItem]:
     return [expert.prepare, expert, expert.postprocess]
 
 
@@ -64,32 +65,25 @@ def reader(batch_size: int, quality: int = 95) -> Any:
 
 
 def finisher(folder: StageFolder, cfg: MclConfig, model_info: dict[str, Any]) -> Any:
-    def finish(part: dict[str, Any], batch: Batch) -> PartEntry:
+    def finish(part: dict[str, Any], batch: Batch) -> PartResult:
         t0 = time.perf_counter()
         order = np.argsort(batch["key"]) if batch else []
-        stats = {"read": StepStats(rows_in=len(part["records"])), "depth": StepStats()}
         samples, kept, rejects, media = [], [], [], MediaStats()
         col = result_column("depth")
         for i in order:
             rec = Record(**json.loads(batch[RECORD][i]))
             if batch[READ_ERROR][i]:
-                rejects.append(reject(rec, "read", batch[READ_ERROR][i], batch[READ_DETAIL][i]))
-                stats["read"].rejects[batch[READ_ERROR][i]] += 1
+                rejects.append(reject(rec, READ, batch[READ_ERROR][i], batch[READ_DETAIL][i]))
                 continue
-            stats["read"].rows_out += 1
-            stats["depth"].rows_in += 1
             err = json.loads(batch[col][i])["error"]
             if err:
-                rejects.append(reject(rec, "depth", "depth_failed", err))
-                stats["depth"].rejects["depth_failed"] += 1
+                rejects.append(reject(rec, DEPTH, "depth_failed", err))
                 continue
-            stats["depth"].rows_out += 1
             w, h = int(batch["width"][i]), int(batch["height"][i])
             media.add({"width": w, "height": h})
             kept.append(rec)
             samples.append({"__key__": rec.key, batch[EXT][i]: batch["image"][i],
                             "depth.png": batch[PNG][i], **rec.members({"width": w, "height": h})})
-        stats["depth"].seconds += time.perf_counter() - t0
-        return finish_part(folder, part, samples, kept, rejects, stats, media,
-                           preprocessing(cfg, "depth", model_info))
+        return part_result(folder, part, [READ, DEPTH], samples, kept, rejects, {DEPTH: time.perf_counter() - t0},
+                           media, preprocessing(cfg, DEPTH, model_info))
     return finish

@@ -1,26 +1,25 @@
 """Reading image shards into chunks for a model pipeline, with every rejected sample recorded.
 
-`image_part_reader` streams a part's ImageSamples as chunks (see `model_parts`); `to_batch`
+`image_part_reader` streams a part's ImageSamples as chunks (see `chunks`); `to_batch`
 turns a chunk's samples into columns, appending a reject row for any it cannot use. What was
 read and rejected is written to the stage's work folder, where the part's `finish` (a worker
-task, see `model_parts`) picks it up with `read_record` once every row of the part is on disk.
+task, see `runner.run_model_parts`) picks it up with `read_record` once every row of the part is on disk.
 """
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.atomic import write_bytes_atomic
+from fusionweave.pipelines.storage.atomic import write_bytes_atomic
 from fusionweave.pipelines.engine import Batch
-from fusionweave.pipelines.model_parts import ROWS, chunk_columns
-from fusionweave.pipelines.shard_sink import make_rejects, write_parquet
-from fusionweave.pipelines.shard_source import ImageSample, iter_image_samples
+from fusionweave.pipelines.chunks import ROWS, chunk_columns
+from fusionweave.pipelines.storage.shard_sink import make_rejects, write_parquet
+from fusionweave.pipelines.storage.shard_source import ImageSample, iter_image_samples
 
 ToBatch = Callable[[list[ImageSample], list[dict[str, Any]]], "Batch | None"]
 
@@ -66,10 +65,8 @@ def image_part_reader(work: Path, stage: str, chunk_size: int,
         yield from flush(items)
         meta_path, rej_path = record_paths(work, p)
         write_parquet(rej_path, make_rejects(bad, stage))
-        counts = Counter((b["step"], b["reason"]) for b in bad)
         write_bytes_atomic(meta_path, json.dumps({
-            "rows_in": rows_in, "sent": sent, "read_seconds": time.perf_counter() - t0,
-            "rejects": [[st, r, n] for (st, r), n in sorted(counts.items())]}).encode())
+            "rows_in": rows_in, "sent": sent, "read_seconds": time.perf_counter() - t0}).encode())
         if held is not None:
             held[ROWS][-1] = sent
             yield held
@@ -77,7 +74,7 @@ def image_part_reader(work: Path, stage: str, chunk_size: int,
 
 
 def read_record(work: Path, part: str) -> tuple[dict[str, Any], pa.Table]:
-    """What the reader of `part` recorded: {rows_in, sent, read_seconds, rejects} and the rejects."""
+    """What the reader of `part` recorded: {rows_in, sent, read_seconds} and the rejects."""
     meta_path, rej_path = record_paths(work, part)
     return json.loads(meta_path.read_text()), pq.read_table(rej_path)
 

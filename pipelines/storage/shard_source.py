@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from webdataset.tariterators import base_plus_ext
-
-from fusionweave.pipelines.atomic import is_tmp
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import Loc, ObjectPath, location
 
 # what tarfile's stream mode opens transparently; a folder's shards are the files named so
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -23,11 +22,19 @@ META_MEMBER = re.compile(r"__[^/]*__($|/)")
 READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
 
+def key_and_ext(name: str) -> tuple[str | None, str | None]:
+    """A member name split as webdataset splits it (`a/b.c.d` -> `a/b`, `c.d`)."""
+    # imported here: webdataset's package imports torch, which a CLI call need not pay for
+    from webdataset.tariterators import base_plus_ext
+
+    return base_plus_ext(name)
+
+
 class UnsupportedShard(ValueError):
     pass
 
 
-def check_shard_name(path: Path) -> None:
+def check_shard_name(path: Loc) -> None:
     """Refuse a tar compressed in a form tarfile cannot stream (`.tar.zst`, ...): refused alike
     whether named alone or found in a folder, rather than read as broken or skipped."""
     name = path.name
@@ -36,15 +43,17 @@ def check_shard_name(path: Path) -> None:
                                f"are {', '.join(SHARD_SUFFIXES)} (recompress it, e.g. as .tar.gz)")
 
 
-def shards_in(folder: str | Path) -> list[Path]:
+def shards_in(folder: str | Path | ObjectPath) -> list[Loc]:
     """The shard files directly in `folder`, by name: every form `iter_shard` reads, so a folder
     and a list of its files give the same input. Raises UnsupportedShard for one it cannot read."""
     found = []
-    for p in sorted(Path(folder).iterdir()):
-        if not p.is_file() or is_tmp(p.name):  # an interrupted write's temporary, not a shard
+    base = location(folder)
+    for name in sorted(store.files(base)):
+        if store.is_tmp(name):  # an interrupted write's temporary, not a shard
             continue
+        p = base / name
         check_shard_name(p)
-        if p.name.endswith(SHARD_SUFFIXES):
+        if name.endswith(SHARD_SUFFIXES):
             found.append(p)
     return found
 
@@ -139,7 +148,7 @@ def iter_tar(f: IO[bytes]) -> Iterator[Sample | Broken]:
             if unsafe_member(fname):
                 yield Broken(key=fname, reason="unsafe_member_name", detail=f"member {fname!r} refused")
                 continue
-            prefix, suffix = base_plus_ext(fname)
+            prefix, suffix = key_and_ext(fname)
             if prefix is None or not suffix:
                 yield Broken(key=fname, reason="malformed_member_name", detail=f"member {fname!r} has no key.ext form")
                 continue
@@ -157,6 +166,8 @@ def iter_tar(f: IO[bytes]) -> Iterator[Sample | Broken]:
             else:
                 current.members[suffix] = data  # type: ignore[assignment]
     except READ_ERRORS as err:
+        if isinstance(err, store.StorageError):
+            raise
         broke = f"{type(err).__name__}: {err}"[:300]
     if broke is not None:
         # the sample being read when the tar broke may be incomplete: it is not trusted
@@ -168,10 +179,13 @@ def iter_tar(f: IO[bytes]) -> Iterator[Sample | Broken]:
         yield current.close()
 
 
-def iter_shard(path: str | Path) -> Iterator[Sample | Broken]:
-    """`iter_tar` over a shard file; a file that cannot be opened is one `broken_tar` record."""
+def iter_shard(path: str | Path | ObjectPath) -> Iterator[Sample | Broken]:
+    """`iter_tar` over a shard file; a file that cannot be opened is one `broken_tar` record.
+    A store that fails (unreachable, refused) raises: that is not the shard's fault."""
     try:
-        f = open(path, "rb")
+        f = store.open_input(location(path))
+    except store.StorageError:
+        raise
     except OSError as err:
         yield Broken(key="", reason="broken_tar", detail=f"{type(err).__name__}: {err}"[:300])
         return
@@ -179,6 +193,7 @@ def iter_shard(path: str | Path) -> Iterator[Sample | Broken]:
         yield from iter_tar(f)
 
 
+READ_SHARD = "read_shard"  # the step that names what a shard could not give
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin")
 
 
@@ -193,7 +208,7 @@ class ImageSample:
     meta: dict
 
 
-def iter_image_samples(path: str | Path, expected: int | None = None) -> Iterator[ImageSample | dict]:
+def iter_image_samples(path: str | Path | ObjectPath, expected: int | None = None) -> Iterator[ImageSample | dict]:
     """ImageSamples in tar order, and a reject row (dict: key, step, reason, detail[, url]) for
     anything that is not one. When the tar breaks, the samples the upstream manifest promised
     (`expected`) but that could not be read become `broken_tar` rejects, so counts still add up."""
@@ -205,7 +220,7 @@ def iter_image_samples(path: str | Path, expected: int | None = None) -> Iterato
                 broken_tar = item
             else:
                 seen += 1
-                yield {"key": item.key, "step": "read_shard", "reason": item.reason, "detail": item.detail}
+                yield {"key": item.key, "step": READ_SHARD, "reason": item.reason, "detail": item.detail}
             continue
         index, seen = seen, seen + 1
         img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
@@ -214,16 +229,16 @@ def iter_image_samples(path: str | Path, expected: int | None = None) -> Iterato
             if not isinstance(meta, dict):
                 raise ValueError("json member is not an object")
         except ValueError as err:
-            yield {"key": item.key, "step": "read_shard", "reason": "malformed_json", "detail": str(err)[:200]}
+            yield {"key": item.key, "step": READ_SHARD, "reason": "malformed_json", "detail": str(err)[:200]}
             continue
         if img_ext is None:
-            yield {"key": item.key, "step": "read_shard", "reason": "missing_image", "url": meta.get("url"),
+            yield {"key": item.key, "step": READ_SHARD, "reason": "missing_image", "url": meta.get("url"),
                    "detail": f"members: {sorted(item.members)}"}
             continue
         yield ImageSample(item.key, index, img_ext, item.members, meta)
     if broken_tar is not None:
         missing = max(0, (expected or 0) - seen)
-        stem = Path(path).stem
+        stem = location(path).stem
         for i in range(max(missing, 1 if expected is None else 0)):
-            yield {"key": f"{stem}#missing-{i}", "step": "read_shard", "reason": "broken_tar",
+            yield {"key": f"{stem}#missing-{i}", "step": READ_SHARD, "reason": "broken_tar",
                    "detail": broken_tar.detail}

@@ -1,5 +1,6 @@
-"""The mcl stage's parts: records grouped by modality, split and source, cut into shards of
-`shard_size` in key order; and what every part's manifest line records about itself."""
+"""The mcl stage's plan: records grouped by modality, split and source, cut into shards of
+`shard_size` in key order; what every part's manifest line records about itself, and the
+build's summary of them."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -7,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionweave.transforms.mcl.record import MODALITIES, Record
-from fusionweave.pipelines.build_folder import PartEntry
+from fusionweave.pipelines.storage.build_folder import PartEntry
 
 
 def plan_parts(records: list[Record], roots: dict[str, Path], shard_size: int) -> list[dict[str, Any]]:

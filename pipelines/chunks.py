@@ -1,38 +1,28 @@
-"""Run a stage's parts through a model step, keeping the per-part manifest resume of
-`partitioned.run_parts`, with the workers writing everything.
+"""Chunks of a part on their way through a model chain, and where they wait for the part's finish.
 
 Readers stream each part as chunks (`_part`, `_chunk`, and `_rows` = -1, except on a part's last
 chunk where it is the number of rows the part sent). The model pool processes chunks in any
-order; a CPU task after it writes each processed chunk to the stage's work folder (`ChunkSpill`)
-and hands the driver one small row per chunk. Once all of a part's chunks are on disk the driver
-starts a worker task that loads them and runs `finish`, which writes the part's shard and returns
-its manifest line. So the driver holds counts, never rows: no image bytes travel to it, and its
-memory does not grow with the parts.
+order; the last step's worker writes each processed chunk to the stage's work folder
+(`ChunkSpill`) and hands the driver one small row per chunk. Once all of a part's chunks are on
+disk a worker loads them for the part's finish (see `runner.run_model_parts`). So the driver
+holds counts, never rows: no image bytes travel to it, and its memory does not grow with the parts.
 """
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 from urllib.parse import quote
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
-from tqdm import tqdm
 
-from fusionweave.experts.base import ModelStep, Stage
-from fusionweave.pipelines.atomic import atomic_path
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.engine import Batch, ModelEngine
-
-log = logging.getLogger(__name__)
+from fusionweave.pipelines.storage.atomic import atomic_path
+from fusionweave.pipelines.engine import Batch
 
 PART, CHUNK, ROWS, SENT = "_part", "_chunk", "_rows", "_sent"
-FINISHERS = 2  # long-lived workers that write the parts' shards
 
 
 def chunk_columns(part: str, chunk: int, n: int, last_total: int | None) -> Batch:
@@ -108,61 +98,3 @@ class ChunkSpill:
 
     def clear(self, part: str) -> None:
         shutil.rmtree(self._dir(part), ignore_errors=True)
-
-
-def _finisher(spill: ChunkSpill, finish: Callable[[dict[str, Any], Batch], PartEntry]
-              ) -> Callable[[dict[str, Any]], PartEntry]:
-    def run(part: dict[str, Any]) -> PartEntry:
-        rows = spill.load(part["part"])
-        got = len(next(iter(rows.values()))) if rows else 0
-        if got != part[SENT]:
-            raise RuntimeError(f"part {part['part']}: {got} rows on disk, {part[SENT]} came from the model")
-        entry = finish({k: v for k, v in part.items() if k != SENT}, rows)
-        spill.clear(part["part"])  # a rerun redoes a part whose line is missing, from its reader
-        return entry
-    return run
-
-
-def run_model_parts(engine: ModelEngine, folder: StageFolder, parts: list[dict[str, Any]],
-                    read: Callable[[dict[str, Any]], Any], step: "ModelStep | Sequence[Stage]",
-                    finish: Callable[[dict[str, Any], Batch], PartEntry], *, read_cpus: float, desc: str,
-                    drop: Sequence[str] = (), progress: bool = True) -> dict[str, PartEntry]:
-    """`finish(part, rows)` runs in a worker task: it must not rely on driver state."""
-    folder.prepare()
-    wanted = {p["part"]: p for p in parts}
-    done = {k: v for k, v in folder.entries().items() if k in wanted}
-    todo = [p for p in parts if p["part"] not in done]
-    if done:
-        log.info("%s: %d of %d parts already done, resuming", desc, len(done), len(parts))
-    spill = ChunkSpill(folder.work, drop)
-    for p in todo:
-        spill.clear(p["part"])  # chunks of a killed run: the part is read again whole
-
-    def complete_parts() -> Iterator[dict[str, Any]]:
-        received: dict[str, int] = defaultdict(int)
-        totals: dict[str, int] = {}
-        started: set[str] = set()
-        for batch in engine.map_with_model(todo, read, step, read_cpus=read_cpus, desc=desc, sink=spill):
-            for p, last, n in zip(batch[PART], batch[ROWS], batch[SENT]):
-                received[p] += int(n)
-                if last >= 0:
-                    totals[p] = int(last)
-                if totals.get(p) == received[p] and p not in started:
-                    started.add(p)
-                    yield {**wanted[p], SENT: received[p]}
-        # parts that sent no rows at all (every sample rejected) finish here
-        for p in [p["part"] for p in todo if p["part"] not in started]:
-            if received.get(p, 0) != totals.get(p, 0):
-                raise RuntimeError(f"{desc}: part {p} sent {received.get(p, 0)} rows, expected {totals.get(p)}")
-            yield {**wanted[p], SENT: 0}
-
-    with tqdm(total=len(parts), initial=len(done), desc=desc, unit="shard", disable=not progress,
-              dynamic_ncols=True, leave=False) as bar:
-        # finishing workers start with the stage, not after its last chunk
-        finishers = min(len(todo), FINISHERS)
-        for entry in engine.map_stream(complete_parts(), _finisher(spill, finish), num_cpus=read_cpus, desc=desc,
-                                       workers=finishers):
-            folder.append(entry)
-            done[entry.part] = entry
-            bar.update(1)
-    return done

@@ -9,9 +9,9 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
-from fusionweave.pipelines.atomic import atomic_path
+from fusionweave.pipelines.storage.location import Loc
+from fusionweave.pipelines.storage.store import atomic_path
 from fusionweave.transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP
 
 REJECT_SCHEMA = pa.schema([
@@ -59,11 +59,13 @@ def encode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
+def write_shard(path: Loc, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Write samples into a tar atomically. Returns count, bytes and sha256 for the manifest."""
     count = 0
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
+            import webdataset as wds  # here: webdataset imports torch, which a CLI call need not pay for
+
             writer = wds.TarWriter(f, encoder=False, mtime=SHARD_MTIME)
             try:
                 for s in samples:
@@ -71,7 +73,8 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> dict[str, Any]
                     count += 1
             finally:
                 writer.close()  # on failure the temporary is removed by atomic_path
-    return {"count": count, **file_digest(path)}
+        digest = file_digest(tmp)  # of the bytes committed, read here rather than back from the store
+    return {"count": count, **digest}
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -84,11 +87,12 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def write_parquet(path: Path, table: pa.Table) -> dict[str, Any]:
+def write_parquet(path: Loc, table: pa.Table) -> dict[str, Any]:
     with atomic_path(path) as tmp:
         # no creation-time metadata: same rows give the same bytes
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
-    return {"count": table.num_rows, **file_digest(path)}
+        digest = file_digest(tmp)
+    return {"count": table.num_rows, **digest}
 
 
 def rejects_table(rejected: pa.Table, stage: str) -> pa.Table:
@@ -116,7 +120,7 @@ def make_rejects(rows: list[dict[str, Any]], stage: str) -> pa.Table:
                                 schema=REJECT_SCHEMA)
 
 
-def write_rejects(stage_dir: Path, name: str, table: pa.Table) -> str | None:
+def write_rejects(stage_dir: Loc, name: str, table: pa.Table) -> str | None:
     """Write `_rejects/NAME.parquet` when there is anything to write; returns its relative path."""
     if table.num_rows == 0:
         return None
