@@ -11,26 +11,34 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import uuid
 import zlib
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.atomic import staging_dir, write_bytes_atomic
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import Loc, location
+from fusionweave.pipelines.storage.published import publish_folder
 from fusionweave.transforms.step import StepStats
-from fusionweave.pipelines.build_folder import PartEntry
+from fusionweave.pipelines.storage.build_folder import PartEntry
 
 NAMESPACE = "fusionweave"
 RESULT_SHARDS = 16
 
 
 class BeamEngine:
-    def __init__(self, runner: str | None = None, options: list[str] | None = None, num_workers: int | None = None):
+    def __init__(self, runner: str | None = None, options: list[str] | None = None, num_workers: int | None = None,
+                 results_at: Loc | None = None):
+        """`results_at`: where the part entries a run gathers are written for the driver to read,
+        through the storage layer (the build folder on S3 or a shared disk: Flink or Dataflow
+        workers do not share the driver's disk); default a local temporary folder."""
         self.runner = runner or "FnApiRunner"
+        self.results_at = results_at
         self.options = list(options or [])
         self.num_workers = num_workers or os.cpu_count() or 2
         self.step_metrics: dict[str, dict[str, StepStats]] = {}
@@ -72,27 +80,36 @@ class BeamEngine:
 
         if not items:
             return
-        results = Path(_results_dir(desc))
-        if results.exists():
-            shutil.rmtree(results)
-        results.mkdir(parents=True)
+        slug = "".join(c if c.isalnum() else "-" for c in desc)
+        scratch = None if self.results_at is not None else tempfile.mkdtemp(prefix="fw-beam-")
+        results = location(self.results_at or scratch) / f"{slug}-{uuid.uuid4().hex}.jsonl"
 
         def build(p: Any) -> None:
+            # the entries travel as elements to one writer: no worker writes to the driver's disk
             _ = (p | f"parts: {desc}" >> beam.Create(items, reshuffle=True)
-                 | f"run: {desc}" >> beam.ParDo(_RunPart(fn, desc, str(results))))
+                 | f"run: {desc}" >> beam.ParDo(_RunPart(fn, desc))
+                 | f"gather: {desc}" >> beam.combiners.ToList()
+                 | f"results: {desc}" >> beam.Map(_write_entries, str(results)))
 
-        result = self._run(build)
-        self.step_metrics[desc] = _step_stats(result, desc)
-        for f in sorted(results.glob("*.json")):
-            yield PartEntry.from_json(json.loads(f.read_text()))
-        shutil.rmtree(results, ignore_errors=True)
+        try:
+            result = self._run(build)
+            self.step_metrics[desc] = _step_stats(result, desc)
+            lines = store.read_text(results).splitlines()
+        finally:
+            store.delete(results)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        for line in sorted(lines):
+            yield PartEntry.from_json(json.loads(line))
 
-    def group_apply(self, paths: list[Path], columns: list[str], group_col: str,
-                    fn: Callable[[pa.Table], pa.Table], out_dir: Path, *, desc: str) -> None:
+    def group_apply(self, paths: list[Loc], columns: list[str], group_col: str,
+                    fn: Callable[[pa.Table], pa.Table], out_dir: Loc, *, desc: str) -> None:
         import apache_beam as beam
 
-        tmp = staging_dir(out_dir)
-        if paths:
+        with publish_folder(out_dir) as tmp:
+            if not paths:
+                return
+
             def build(p: Any) -> None:
                 _ = (p | f"files: {desc}" >> beam.Create([str(x) for x in paths], reshuffle=True)
                      | f"split: {desc}" >> beam.FlatMap(_split_by_group, columns, group_col)
@@ -102,24 +119,21 @@ class BeamEngine:
                      | f"gather: {desc}" >> beam.GroupByKey()
                      | f"write: {desc}" >> beam.Map(_write_results, str(tmp)))
             self._run(build)
-        tmp.rename(out_dir)
 
 
-def _results_dir(desc: str) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="fw-beam-" + "".join(c if c.isalnum() else "-" for c in desc) + "-")
+def _write_entries(entries: list[str], results: str) -> None:
+    store.put_bytes(location(results), "".join(e + "\n" for e in entries).encode())
 
 
 class _RunPart:
     """A DoFn (built lazily so that importing this module does not import Beam)."""
 
-    def __new__(cls, fn: Callable[[dict[str, Any]], PartEntry], desc: str, results: str) -> Any:
+    def __new__(cls, fn: Callable[[dict[str, Any]], PartEntry], desc: str) -> Any:
         import apache_beam as beam
         from apache_beam.metrics import Metrics
 
         class RunPart(beam.DoFn):
-            def process(self, item: dict[str, Any]) -> Iterator[None]:
+            def process(self, item: dict[str, Any]) -> Iterator[str]:
                 entry = fn(item)
                 for step, st in entry.stats.items():
                     Metrics.counter(NAMESPACE, f"{desc}|{step}|rows_in").inc(st.rows_in)
@@ -127,8 +141,7 @@ class _RunPart:
                     for reason, n in st.rejects.items():
                         Metrics.counter(NAMESPACE, f"{desc}|{step}|reject|{reason}").inc(n)
                     Metrics.distribution(NAMESPACE, f"{desc}|{step}|ms").update(int(st.seconds * 1000))
-                write_bytes_atomic(Path(results) / f"{entry.part}.json", json.dumps(entry.to_json()).encode())
-                return iter(())
+                yield json.dumps(entry.to_json())  # (key order kept: a part's steps are in run order)
 
         return RunPart()
 
@@ -162,7 +175,7 @@ def _step_stats(result: Any, desc: str) -> dict[str, StepStats]:
 
 
 def _split_by_group(path: str, columns: list[str], group_col: str) -> Iterator[tuple[Any, pa.Table]]:
-    t = pq.read_table(path, columns=columns).sort_by(group_col)
+    t = store.read_parquet(path, columns=columns).sort_by(group_col)
     values = t.column(group_col).to_numpy()
     if len(values) == 0:
         return
@@ -182,8 +195,5 @@ def _apply_group(kv: tuple[Any, list[pa.Table]], fn: Callable[[pa.Table], pa.Tab
 
 def _write_results(kv: tuple[int, list[pa.Table]], out_dir: str) -> None:
     shard, tables = kv
-    t = pa.concat_tables(list(tables))
-    path = Path(out_dir) / f"part-{shard:05d}.parquet"
-    tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(t, tmp)
-    os.replace(tmp, path)
+    with store.atomic_path(location(out_dir) / f"part-{shard:05d}.parquet") as tmp:
+        pq.write_table(pa.concat_tables(list(tables)), tmp)

@@ -9,7 +9,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.atomic import is_tmp, write_bytes_atomic
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.lease import LEASE
+from fusionweave.pipelines.storage.location import Loc
 
 PACKAGES = ["fusionweave", "ray", "pyarrow", "webdataset", "img2dataset", "pillow", "numpy", "pydantic", "imagehash",
             "apache-beam", "torch", "transformers", "huggingface_hub"]
@@ -42,28 +44,29 @@ def code_revision() -> str | None:
     return None
 
 
-def check_build_folder(out: Path) -> None:
+def check_build_folder(out: Loc) -> None:
     """Refuse an --out that cannot be this build's folder, before any work: a file, or a folder
     that holds something but no build.json (another tool's output, or a build whose record was
-    lost: its stage folders would otherwise be taken as this build's completed stages)."""
-    if out.exists() and not out.is_dir():
+    lost: its stage folders would otherwise be taken as this build's completed stages). The
+    lease of a build that is starting there, and preflight probes, are not content."""
+    if store.is_file(out):
         raise ConfigMismatch(f"--out {out} is a file, not a build folder; name a new or existing build folder")
-    if out.is_dir() and not (out / "build.json").exists():
-        found = sorted(p.name for p in out.iterdir() if not is_tmp(p.name))
+    if not store.exists(out / "build.json"):
+        found = sorted(n for n in store.listdir(out) if not n.startswith(".") and n != LEASE)
         if found:
             raise ConfigMismatch(
                 f"--out {out} is not empty ({', '.join(found[:5])}{', ...' if len(found) > 5 else ''}) but has no "
                 f"build.json, so it is not a fusionweave build folder that can be resumed; use a new --out")
 
 
-def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],
+def write_build_json(out: Loc, pipeline: str, config: dict[str, Any], seed: int, argv: list[str],
                      card: dict[str, Any] | None = None, stages: list[str] | None = None,
                      final: str | None = None, inputs: list[str] | None = None) -> dict[str, Any]:
     """Write build.json, or check it: resuming into a folder built with another config would
     mix two datasets, so that is refused."""
     path = out / "build.json"
-    if path.exists():
-        old = json.loads(path.read_text())
+    if store.exists(path):
+        old = json.loads(store.read_text(path))
         if old.get("pipelines", {}).get(pipeline) not in (None, config):
             raise ConfigMismatch(
                 f"{out} holds a {pipeline} build made with a different config; use a new --out "
@@ -79,6 +82,5 @@ def write_build_json(out: Path, pipeline: str, config: dict[str, Any], seed: int
         # the order pipelines ran in (each reads the one before); build.json's keys are sorted
         seq = prior.get(pipeline, {}).get("sequence", max((o.get("sequence", 0) for o in prior.values()), default=-1) + 1)
         info["outputs"] = {**prior, pipeline: {"stages": stages, "final": final or stages[-1], "sequence": seq}}
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
+    store.put_bytes(path, json.dumps(info, indent=2, sort_keys=True, default=str).encode())
     return info

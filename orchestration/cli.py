@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fusionweave.pipelines.storage.location import Loc, location
+
 # quiet, offline-safe defaults for the libraries we drive; the user's own settings win
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -15,6 +17,26 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray would otherwise rep
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 log = logging.getLogger("fusionweave")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", dest="storage_options", action="append", default=[], metavar="K=V",
+                   help="object storage setting (repeatable), e.g. endpoint_override=HOST:PORT, scheme=http, "
+                        "region=...; S3 also reads the AWS_* environment (AWS_ENDPOINT_URL for S3-compatible servers)")
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    """What `build` and `submit` share: the pipeline, its recipe, the build folder, which stages."""
+    p.add_argument("pipeline", help="curate | select | perceive | densefusion | mcl | tracking")
+    p.add_argument("--config", required=True, type=Path, help="YAML recipe")
+    p.add_argument("--out", required=True, type=location, help="build folder: a path, or a URI (s3://bucket/prefix)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
+                   help="override a config field (repeatable)")
+    p.add_argument("--input", dest="inputs", action="append", type=location, default=None, metavar="PATH",
+                   help="shards to read (repeatable): a stage folder, a folder of shards or shard files; default: "
+                        "the stage of this build folder the pipeline follows (curate: the parquet in the recipe)")
+    p.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
+    add_storage_args(p)
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -28,15 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="run a build pipeline")
-    b.add_argument("pipeline", help="curate | select | perceive | densefusion | mcl")
-    b.add_argument("--config", required=True, type=Path, help="YAML recipe")
-    b.add_argument("--out", required=True, type=Path, help="build folder")
-    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
-                   help="override a config field (repeatable)")
-    b.add_argument("--input", dest="inputs", action="append", type=Path, default=None, metavar="PATH",
-                   help="shards to read (repeatable): a stage folder, a folder of shards or shard files; default: "
-                        "the stage of this build folder the pipeline follows (curate: the parquet in the recipe)")
-    b.add_argument("--stages", default=None, help="comma-separated subset of stages to run")
+    add_build_args(b)
     b.add_argument("--engine", choices=["ray", "beam"], default="ray",
                    help="engine for the metadata stage (the other stages always run on Ray)")
     b.add_argument("--beam-runner", default=None,
@@ -68,22 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(d)
 
     t = sub.add_parser("tiny-model", help="write a tiny randomly initialised model (demos and tests; no meaning)")
-    t.add_argument("kind", choices=["clip", "clip-pair", "owlv2", "depth", "llava"],
-                   help="clip: image tower (select); clip-pair: image+text (tagger); owlv2; depth; llava (captioner)")
+    t.add_argument("kind", choices=["clip", "clip-pair", "owlv2", "depth", "llava", "eva02-clip", "llm", "vision-teacher",
+                                    "bert", "resnet", "llava-chat"],
+                   help="clip: image tower (select); clip-pair: image+text (tagger); owlv2; depth; llava (captioner); "
+                        "eva02-clip: an open_clip EVA02 config (select/tagger with backend: open_clip); "
+                        "llm: a Llama causal LM with a word tokenizer, vision-teacher: a CLIP vision tower (EVE); "
+                        "bert, resnet: text and image backbones (unipt, sherl); "
+                        "llava-chat: a LLaVA with a </s>-EOS tokenizer to fine-tune as a caption engine")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("report", help="print the run report of a build folder")
-    r.add_argument("out", type=Path)
+    r.add_argument("out", type=location)
+    add_storage_args(r)
 
     c = sub.add_parser("card", help="render OUT/README.md, the dataset card, from the build's statistics")
-    c.add_argument("out", type=Path)
+    c.add_argument("out", type=location)
+    add_storage_args(c)
 
     v = sub.add_parser("verify", help="check every shard against its manifest and every stage's accounting")
-    v.add_argument("out", type=Path)
+    v.add_argument("out", type=location)
+    add_storage_args(v)
 
     pb = sub.add_parser("publish", help="upload a verified build to a Hugging Face dataset repo")
-    pb.add_argument("out", type=Path)
+    pb.add_argument("out", type=location)
+    add_storage_args(pb)
     pb.add_argument("--repo", required=True, help="ORG/NAME")
     pb.add_argument("--private", action="store_true")
     pb.add_argument("--revision", default=None, help="branch to upload to (created if missing)")
@@ -91,25 +114,61 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--include-intermediate", action="store_true", help="also upload the shards of earlier stages")
 
     from fusionweave.orchestration.train_commands import add_parsers
+    from fusionweave.datasets_cards.view.commands import add_parsers as add_view_parsers
+    from fusionweave.orchestration.model_commands import add_parsers as add_model_parsers
+    from fusionweave.orchestration.jobs_commands import add_parsers as add_jobs_parsers
 
     add_parsers(sub)
+    add_view_parsers(sub)
+    add_model_parsers(sub)
+    add_jobs_parsers(sub)
     return ap
 
 
-def io_failure(err: BaseException, folder: Path | None = None) -> str | None:
+def io_failure(err: BaseException, folder: Loc | None = None) -> str | None:
     """One line for an I/O failure (full disk, permissions, a read-only or vanished folder),
     found anywhere in the chain of causes: engines wrap a worker's OSError in their own errors.
     `folder` (the command's --out) is named when the error does not say which file failed."""
+    from fusionweave.pipelines.storage.store import failure_reason
+
     seen: set[int] = set()
     cur: BaseException | None = err
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         inner = getattr(cur, "cause", None)  # Ray's RayTaskError carries the worker's exception here
         if isinstance(cur, OSError) and not isinstance(inner, BaseException) and cur.errno is not None:
-            where = Path(cur.filename).parent if cur.filename else folder
+            where = location(cur.filename).parent if cur.filename else folder
             what = cur.strerror or str(cur)
             return f"I/O error in {where}: {what}" if where else f"I/O error: {what}"
+        if not isinstance(inner, BaseException) and (store_failed := failure_reason(cur)) is not None:
+            # an object store's error raised inside a library (a Ray Data or pyarrow reader)
+            return f"I/O error on object storage{f' ({folder})' if folder else ''}: {store_failed}"
         cur = inner if isinstance(inner, BaseException) else (cur.__cause__ or cur.__context__)
+    return None
+
+
+def cluster_failure(err: BaseException) -> str | None:
+    """One line for a failure of the cluster rather than of the code: a worker, actor or node that
+    died and stayed dead through the engine's retries (Ray's system errors; a task that raised is
+    a RayTaskError and stays a bug report)."""
+    try:
+        from ray import exceptions as rx
+    except ImportError:  # pragma: no cover - ray is a core dependency
+        return None
+    from fusionweave.orchestration.ray_engine import PartTimeout
+
+    lost = (PartTimeout, rx.NodeDiedError, rx.WorkerCrashedError, rx.ActorDiedError, rx.ActorUnavailableError, rx.ObjectLostError,
+            rx.OwnerDiedError, rx.OutOfMemoryError, rx.RaySystemError)
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, lost):
+            first = (str(cur).strip().splitlines() or [""])[0][:200]
+            if isinstance(cur, PartTimeout):
+                return first
+            return f"the cluster lost a worker or node ({type(cur).__name__}: {first})"
+        cur = cur.__cause__ or cur.__context__
     return None
 
 
@@ -118,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("faiss.loader", "httpx", "httpx2", "httpcore", "matplotlib", "apache_beam", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    if args.command in ("view", "trace"):  # read-only: they need none of the pipelines
+        from fusionweave.datasets_cards.view.commands import run
+
+        return run(args)
+    if args.command == "models":  # model folders: no pipelines, no engine
+        from fusionweave.orchestration.model_commands import run as run_models
+
+        return run_models(args)
+    if args.command in ("submit", "jobs"):  # a Ray cluster's Jobs server: the build runs there
+        from fusionweave.orchestration.jobs_commands import run as run_jobs
+
+        return run_jobs(args)
     from fusionweave.orchestration import commands
     from fusionweave.orchestration.build_info import ConfigMismatch
     from fusionweave.experts.resolve import ModelNotFound
@@ -125,20 +196,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from fusionweave.orchestration import train_commands
 
+    from fusionweave.pipelines.storage.filesystems import configure, parse_options
+    from fusionweave.pipelines.storage.lease import lost_reason
+
     try:
+        configure(parse_options(getattr(args, "storage_options", None) or []))
         name = "cmd_" + args.command.replace("-", "_")
         handler: Any = getattr(commands, name, None) or getattr(train_commands, name)
         return int(handler(args) or 0)
     except (BuildSetupError, ConfigMismatch, ModelNotFound) as err:
         print(f"fusionweave: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - I/O failures get one line; anything else stays a bug report
+    except Exception as err:  # noqa: BLE001 - I/O and cluster failures get one line; anything else stays a bug report
         io = io_failure(err, getattr(args, "out", None))
-        if io is None:
+        if io is not None:
+            print(f"fusionweave: {io}; fix that, then rerun the same command to resume", file=sys.stderr)
+            return 75
+        lost = cluster_failure(err)
+        if lost is None:
             raise
-        print(f"fusionweave: {io}; fix that, then rerun the same command to resume", file=sys.stderr)
+        print(f"fusionweave: {lost}; rerun the same command to resume", file=sys.stderr)
         return 75  # EX_TEMPFAIL: nothing partial is visible, the rerun resumes
     except KeyboardInterrupt:
+        if (lost := lost_reason()) is not None:  # the lease's heartbeat found another build writing OUT
+            print(f"fusionweave: {lost}", file=sys.stderr)
+            return 75
         print("fusionweave: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 

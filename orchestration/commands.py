@@ -3,26 +3,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fusionweave.configs import packaged
 from fusionweave.orchestration import report
 from fusionweave.orchestration.build_info import check_build_folder, write_build_json
-from fusionweave.orchestration.config import ConfigError, Recipe, load_recipe, section
+from fusionweave.orchestration.config import (ConfigError, Recipe, load_recipe, paths_in, section,
+                                              with_absolute_paths)
 from fusionweave.orchestration.ray_engine import RayEngine
-from fusionweave.pipelines.curate import pipeline as curate_pipeline
-from fusionweave.pipelines.densefusion import pipeline as densefusion_pipeline
-from fusionweave.pipelines.mcl import pipeline as mcl_pipeline
-from fusionweave.pipelines.perceive import pipeline as perceive_pipeline
+from fusionweave.pipelines.curate.pipeline import PIPELINE as CURATE
+from fusionweave.pipelines.densefusion.pipeline import PIPELINE as DENSEFUSION
+from fusionweave.pipelines.mcl.pipeline import PIPELINE as MCL
+from fusionweave.pipelines.perceive.pipeline import PIPELINE as PERCEIVE
+from fusionweave.pipelines.pipeline_spec import Pipeline
+from fusionweave.pipelines.select.pipeline import PIPELINE as SELECT
+from fusionweave.pipelines.tracking.pipeline import PIPELINE as TRACKING
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.filesystems import redacted
+from fusionweave.pipelines.storage.lease import Lease
+from fusionweave.pipelines.storage.location import Loc, ObjectPath, absolute
+from fusionweave.pipelines.storage.store import StorageError
+from fusionweave.pipelines.storage.build_folder import WORK
 from fusionweave.pipelines.upstream import input_paths
-from fusionweave.pipelines.select import pipeline as select_pipeline
 
-PIPELINES = {"curate": curate_pipeline, "select": select_pipeline, "perceive": perceive_pipeline,
-             "densefusion": densefusion_pipeline, "mcl": mcl_pipeline}
+PIPELINES: dict[str, Pipeline] = {p.name: p for p in (CURATE, SELECT, PERCEIVE, DENSEFUSION, MCL, TRACKING)}
 
 
 def _engine(args: argparse.Namespace, recipe: Recipe) -> RayEngine:
@@ -30,51 +38,101 @@ def _engine(args: argparse.Namespace, recipe: Recipe) -> RayEngine:
     return RayEngine(address=args.address or recipe.ray.address, num_cpus=args.num_cpus or recipe.ray.num_cpus,
                      object_store_memory=mem * 1024 * 1024 if mem else None, progress=not args.no_progress,
                      local_group_max_rows=recipe.ray.local_group_max_rows,
-                     local_group_max_bytes=recipe.ray.local_group_max_bytes)
+                     local_group_max_bytes=recipe.ray.local_group_max_bytes,
+                     part_timeout_s=recipe.ray.part_timeout_s, part_attempts=recipe.ray.part_attempts)
 
 
-def run_build(pipeline: str, recipe: Recipe, out: Path, args: argparse.Namespace,
+def run_build(pipeline: str, recipe: Recipe, out: Loc, args: argparse.Namespace,
               stages: list[str] | None = None) -> dict[str, dict]:
-    """Validate everything, record build.json, run the stages, then print and save the report."""
-    if pipeline not in PIPELINES:
-        raise ConfigError(f"unknown pipeline {pipeline!r}; available: {sorted(PIPELINES)}")
-    out = Path(os.path.abspath(out))  # workers do not share the driver's working directory
-    check_build_folder(out)
-    mod = PIPELINES[pipeline]
-    cfg = section(recipe, pipeline)
+    """Validate everything, then, holding the build folder's lease, record build.json, run the
+    stages, and print and save the report."""
+    spec = pipeline_spec(pipeline)
+    out = absolute(out)  # workers do not share the driver's working directory
+    check_out_kind(pipeline, out)
+    check_out(out)
+    cfg = with_absolute_paths(section(recipe, pipeline))  # resolved here, recorded so in build.json
     if "seed" in type(cfg).model_fields and cfg.seed is None:
         cfg = cfg.model_copy(update={"seed": recipe.seed})  # recorded resolved in build.json
     recorded, inputs = cfg, None
-    upstream = getattr(mod, "UPSTREAM", None)
-    if upstream is not None:  # the shards actually read are recorded in build.json, never a silent fallback
-        cfg = cfg.model_copy(update={"input": input_paths(cfg.input, out, upstream, pipeline)})
+    if spec.upstream is not None:  # the shards actually read are recorded in build.json, never a silent fallback
+        cfg = cfg.model_copy(update={"input": input_paths(cfg.input, out, spec.upstream, pipeline)})
         inputs = [str(p) for p in cfg.input]
-    if hasattr(mod, "check"):
-        mod.check(cfg, out)  # everything knowable before work: inputs, models, sizes
-    if stages:
-        unknown = [s for s in stages if s not in mod.STAGES]
-        if unknown:
-            raise ConfigError(f"--stages: unknown stage(s) {unknown}; {pipeline} has {list(mod.STAGES)}")
-    write_build_json(out, pipeline, recorded.model_dump(mode="json", by_alias=True), recipe.seed, sys.argv,
-                     card=recipe.card.model_dump(), inputs=inputs,
-                     stages=list(mod.stages_for(cfg)) if hasattr(mod, "stages_for") else list(mod.STAGES),
-                     final=getattr(mod, "FINAL", None))
+    # everything knowable before work (inputs, models, sizes); what it found is handed to the run
+    checked = spec.check(cfg, out) if spec.check is not None else None
+    check_stages(spec, stages)
+    with Lease(out):  # one build writes a folder at a time
+        write_build_json(out, pipeline, recorded.model_dump(mode="json", by_alias=True), recipe.seed,
+                         redacted(sys.argv), card=recipe.card.model_dump(), inputs=inputs, stages=spec.stages_for(cfg),
+                         final=spec.final)
+        return _run_and_check(spec, recipe, cfg, out, args, stages, inputs, checked)
+
+
+def pipeline_spec(pipeline: str) -> Pipeline:
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {pipeline!r}; available: {sorted(PIPELINES)}")
+    return PIPELINES[pipeline]
+
+
+def check_stages(spec: Pipeline, stages: list[str] | None) -> None:
+    unknown = [s for s in stages or [] if s not in spec.stages]
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; {spec.name} has {list(spec.stages)}")
+
+
+def check_out_kind(pipeline: str, out: Loc) -> None:
+    """Only some builds write to object storage."""
+    if isinstance(out, ObjectPath) and not PIPELINES[pipeline].object_storage:
+        raise ConfigError(f"--out {out}: the {pipeline} build writes a local (or shared) build folder; of the "
+                          f"builds, {', '.join(n for n, p in PIPELINES.items() if p.object_storage)} write to "
+                          "object storage")
+
+
+def check_out(out: Loc) -> None:
+    """The build folder is one (or can be) and can be written, read and listed, before any
+    work: a missing bucket, refused credentials or an unreachable endpoint stop here, in a line."""
+    try:
+        check_build_folder(out)
+    except StorageError as err:
+        raise ConfigError(f"--out {out}: {err.strerror}") from None
+    problem = store.probe(out)
+    if problem is not None:
+        raise ConfigError(f"--out {problem}")
+
+
+def _run_and_check(spec: Pipeline, recipe: Recipe, cfg: Any, out: Loc, args: argparse.Namespace,
+                   stages: list[str] | None, inputs: list[str] | None, checked: Any) -> dict[str, dict]:
+    """Run the stages, write and print the report, then check the build as `verify` does."""
     t0 = time.perf_counter()
     stage_engines = {}
     if getattr(args, "engine", "ray") == "beam":
-        if "metadata" not in mod.STAGES:
-            raise ConfigError(f"--engine beam runs the metadata stage; {pipeline} has none")
+        if spec.beam_stage is None:
+            raise ConfigError(f"--engine beam runs the metadata stage; {spec.name} has none")
         from fusionweave.orchestration.beam_engine import BeamEngine
 
-        stage_engines["metadata"] = BeamEngine(args.beam_runner, args.beam_options, args.num_cpus)
+        # part results go through the build folder: a Flink or Dataflow worker cannot see this disk
+        stage_engines[spec.beam_stage] = BeamEngine(args.beam_runner, args.beam_options, args.num_cpus,
+                                                    results_at=out / spec.beam_stage / WORK / "beam")
     with _engine(args, recipe) as engine:
-        results = mod.run(cfg, out, engine, stages, stage_engines)
+        # (shipped files, such as the default prompt template, are read here, on the driver)
+        engine.preflight([p for p in paths_in(cfg) if not p.is_relative_to(packaged(""))], out)
+        results = spec.run(cfg, out, engine, stages, stage_engines, checked)
     text = report.write(out, _stage_order(out))
     print(f"\nrun report ({time.perf_counter() - t0:.1f}s) -> {out / 'report.txt'}\n{text}")
-    bad = [s for s, st in results.items() if not st.get("balanced", True)]
-    if bad:
-        print(f"fusionweave: rows do not balance in {bad}", file=sys.stderr)
+    # the build checks itself as `verify` does (not re-reading the data): its manifests, the files
+    # they list, its accounting and each stage against the one it read
+    from fusionweave.datasets_cards.verify import verify
+
+    # (the first stage is linked to the upstream stage only when that is what it read)
+    read_upstream = spec.upstream is not None and inputs == [str(out / spec.upstream)]
+    order = [spec.upstream] if read_upstream else []
+    problems = verify(out, order + [s for s in spec.stages_for(cfg) if s in results], only=list(results), deep=False)
+    if problems:
+        raise BuildCheckFailed(f"the build's own check found {len(problems)} problem(s): " + "; ".join(problems[:5]))
     return results
+
+
+class BuildCheckFailed(RuntimeError):
+    pass
 
 
 def input_override(pipeline: str, inputs: list[Path] | None) -> list[str]:
@@ -82,21 +140,25 @@ def input_override(pipeline: str, inputs: list[Path] | None) -> list[str]:
     path survives the override parser)."""
     if not inputs:
         return []
-    if pipeline == "mcl":
-        raise ConfigError("--input: the mcl build reads the sources named in its recipe (mcl.sources)")
-    field = "curate.metadata.input" if pipeline == "curate" else f"{pipeline}.input"
+    field = PIPELINES[pipeline].input_field if pipeline in PIPELINES else None
+    if field is None:
+        raise ConfigError(f"--input: the {pipeline} build reads the sources named in its recipe ({pipeline}.sources)")
     return [f"{field}={json.dumps([str(p) for p in inputs])}"]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config, [*args.overrides, *input_override(args.pipeline, args.inputs)])
     stages = args.stages.split(",") if args.stages else None
-    run_build(args.pipeline, recipe, args.out, args, stages)
+    try:
+        run_build(args.pipeline, recipe, args.out, args, stages)
+    except BuildCheckFailed as err:
+        print(f"fusionweave: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_sample_laion(args: argparse.Namespace) -> int:
-    from fusionweave.pipelines.sample_laion import generate
+    from fusionweave.pipelines.fixtures.sample_laion import generate
 
     planted = generate(args.n, args.out, seed=args.seed, base_url=args.base_url)
     print(f"wrote {args.n} rows to {args.out / 'laion.parquet'} and images to {args.out / 'images'}")
@@ -106,7 +168,7 @@ def cmd_sample_laion(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_mcl(args: argparse.Namespace) -> int:
-    from fusionweave.pipelines.mcl.sample_data import PLANTED, generate
+    from fusionweave.pipelines.fixtures.sample_mcl import PLANTED, generate
 
     recipe = generate(args.out, args.depth_model, args.seed)
     print(f"wrote MCL sources (image, video, audio, depth, point cloud) under {args.out} and the recipe {recipe}")
@@ -124,7 +186,7 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     with SampleServer(args.root, port=args.port) as srv:
         print(f"serving {args.root} on {srv.base_url} (Ctrl-C to stop)")
@@ -162,8 +224,8 @@ def demo_models(out: Path, overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fusionweave.pipelines.sample_laion import generate
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_laion import generate
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     out: Path = args.out
     data = out / "sample-data"
@@ -205,11 +267,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _stage_order(out: Path) -> list[str]:
+def _stage_order(out: Loc) -> list[str]:
     from fusionweave.datasets_cards.card import build_outputs
 
     path = out / "build.json"
-    build = json.loads(path.read_text()) if path.exists() else {}
+    build = json.loads(store.read_text(path)) if store.exists(path) else {}
     return [s for _, stages, _ in build_outputs(build) for s in stages]
 
 

@@ -1,6 +1,8 @@
 """Recipes: YAML files validated into typed models before any work starts."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from fusionweave.pipelines.densefusion.config import DenseFusionConfig
 from fusionweave.pipelines.mcl.config import MclConfig
 from fusionweave.pipelines.perceive.config import PerceiveConfig
 from fusionweave.pipelines.select.config import SelectConfig
+from fusionweave.pipelines.tracking.config import TrackingConfig
+from fusionweave.pipelines.storage.location import Loc, ObjectPath
 
 
 class ConfigError(BuildSetupError):
@@ -29,6 +33,9 @@ class RayConfig(BaseModel):
     local_group_max_rows: int = Field(250_000, ge=0)
     # ... or up to this many bytes (wide rows such as embeddings)
     local_group_max_bytes: int = Field(2 << 30, ge=0)
+    # a part task running longer than this is run again (stragglers); None: no limit
+    part_timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    part_attempts: int = Field(2, ge=1, le=10, description="runs of a part, first included, before the stage stops")
 
 
 class Recipe(BaseModel):
@@ -41,10 +48,11 @@ class Recipe(BaseModel):
     perceive: PerceiveConfig | None = None
     densefusion: DenseFusionConfig | None = None
     mcl: MclConfig | None = None
+    tracking: TrackingConfig | None = None
 
 
 PIPELINE_SECTIONS = {"curate": "curate", "select": "select", "perceive": "perceive", "densefusion": "densefusion",
-                     "mcl": "mcl"}
+                     "mcl": "mcl", "tracking": "tracking"}
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -113,3 +121,50 @@ def section(recipe: Recipe, pipeline: str) -> BaseModel:
     if cfg is None:
         raise ConfigError(f"the config has no '{name}' section, which the {pipeline} build needs")
     return cfg
+
+
+def with_absolute_paths(model: BaseModel) -> BaseModel:
+    """The config with every path made absolute on the driver: workers do not share its working
+    directory. Path fields always; a string only when it names a relative file or folder that
+    exists (a model folder, a vocabulary file), so a Hugging Face id or a URL stays as written.
+    A URI (`s3://bucket/key`, an ObjectPath) is kept as it is."""
+    updates = {name: new for name in type(model).model_fields
+               if (new := _absolute(old := getattr(model, name))) is not old}
+    return model.model_copy(update=updates) if updates else model
+
+
+def _absolute(v: Any) -> Any:
+    if isinstance(v, BaseModel):
+        return with_absolute_paths(v)
+    if isinstance(v, Path):
+        return v if v.is_absolute() else Path(os.path.abspath(v))
+    if isinstance(v, str):
+        return os.path.abspath(v) if v and not os.path.isabs(v) and "://" not in v and os.path.exists(v) else v
+    if isinstance(v, (list, tuple)):
+        new = [_absolute(x) for x in v]
+        return type(v)(new) if any(a is not b for a, b in zip(new, v)) else v
+    if isinstance(v, dict):
+        new_d = {k: _absolute(x) for k, x in v.items()}
+        return new_d if any(new_d[k] is not v[k] for k in v) else v
+    return v
+
+
+def paths_in(model: BaseModel) -> list[Loc]:
+    """The paths and URIs of a config (inputs, media roots, templates), for the preflight."""
+    found: list[Loc] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, BaseModel):
+            for name in type(v).model_fields:
+                walk(getattr(v, name))
+        elif isinstance(v, (Path, ObjectPath)):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+
+    walk(model)
+    return found

@@ -10,23 +10,30 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from fusionweave.experts.base import ModelStep, Stage, seconds_column
-from fusionweave.pipelines.atomic import staging_dir
+from fusionweave.experts.base import ChainItem, ModelStep, seconds_column
 from fusionweave.pipelines.engine import Batch
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.filesystems import ENV as STORAGE_ENV
+from fusionweave.pipelines.storage.location import Loc
+from fusionweave.pipelines.storage.published import publish_folder
 
 log = logging.getLogger(__name__)
+
+# a part lost with its worker or node (OOM kill, node loss) runs again, this many times; one that
+# raised does not (the same input would raise again). Parts are idempotent: atomic, deterministic.
+SYSTEM_RETRIES = 3
 
 
 class RayEngine:
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  object_store_memory: int | None = None, progress: bool = True,
-                 local_group_max_rows: int = 250_000, local_group_max_bytes: int = 2 << 30):
+                 local_group_max_rows: int = 250_000, local_group_max_bytes: int = 2 << 30,
+                 part_timeout_s: float | None = None, part_attempts: int = 2):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.object_store_memory = object_store_memory
@@ -37,6 +44,8 @@ class RayEngine:
         self.bytes_per_shuffle_partition = 256 << 20
         self.local_group_max_rows = local_group_max_rows
         self.local_group_max_bytes = local_group_max_bytes
+        self.part_timeout_s = part_timeout_s
+        self.part_attempts = part_attempts
 
     def start(self) -> "RayEngine":
         import ray
@@ -47,7 +56,11 @@ class RayEngine:
                                   "configure_logging": True, "logging_level": logging.WARNING}
         if self.address:
             kwargs["address"] = self.address
+            if os.environ.get(STORAGE_ENV):  # the cluster's workers build the same filesystems
+                kwargs["runtime_env"] = {"env_vars": {STORAGE_ENV: os.environ[STORAGE_ENV]}}
         else:
+            # embedded means embedded: never join a cluster a past `ray start` left on this machine
+            kwargs["address"] = "local"
             kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 2
             kwargs["object_store_memory"] = self.object_store_memory or 1 << 30
         ray.init(**kwargs)
@@ -74,6 +87,29 @@ class RayEngine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def preflight(self, reads: list[Loc], out: Loc) -> None:
+        """With more than one node: a small task pinned to each checks that it sees every input
+        and can write and read the build folder, so a path that exists only on the driver stops
+        the build before any work, naming the node and the path, instead of losing data."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from fusionweave.pipelines.errors import BuildSetupError
+
+        self.start()
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if len(nodes) < 2:
+            return
+        check = ray.remote(_node_check)
+        refs = {n["NodeManagerAddress"] + " (" + n["NodeID"][:8] + ")": check.options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            [str(p) for p in reads], str(out)) for n in nodes}
+        for node, ref in refs.items():
+            problem = ray.get(ref)
+            if problem:
+                raise BuildSetupError(f"node {node}: {problem}; every node must see the inputs and the build folder "
+                                      "(a shared file system or object storage)")
+
     def map_partitions(self, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], *,
                        num_cpus: float, desc: str) -> Iterator[dict[str, Any]]:
         """One Ray task per part, results in completion order. Parts are whole files, so this
@@ -92,29 +128,23 @@ class RayEngine:
 
         self.start()
         fn_ref = ray.put(fn)
-        if workers:
-            pool = self._runners(workers)
-            submit = (lambda i, item: pool[i % workers].run.remote(fn_ref, item))
-        else:
-            run = ray.remote(_run_part).options(num_cpus=num_cpus, max_retries=0)
-            submit = (lambda i, item: run.remote(fn_ref, item))
+        pool = self._runners(workers) if workers else []
+        run = ray.remote(_run_part).options(num_cpus=num_cpus, max_retries=SYSTEM_RETRIES, retry_exceptions=False)
+        watch = _Inflight(self.part_timeout_s, self.part_attempts, desc,
+                          (lambda n, item: pool[n % workers].run.remote(fn_ref, item)) if workers
+                          else (lambda n, item: run.remote(fn_ref, item)),
+                          (lambda n: pool[n % workers]) if workers else None)
         # bounded submission: a million parts never sit in the scheduler at once
         window = max(4, int(2 * ray.cluster_resources().get("CPU", 1) / num_cpus))
-        pending: list[Any] = []
         for n, item in enumerate(items):
-            if len(pending) >= window:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
-            pending.append(submit(n, item))
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-            for ref in done:
-                yield ray.get(ref)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
+            if len(watch) >= window:
+                yield from watch.harvest(until=len(watch) - 1)
+            watch.submit(n, item)
+            yield from watch.harvest(until=None)
+        yield from watch.harvest(until=0)
 
     def map_with_model(self, items: list[dict[str, Any]], read: Callable[[dict[str, Any]], Iterator[Batch]],
-                       step: "ModelStep | Sequence[Stage]", *, read_cpus: float, desc: str,
+                       step: "ModelStep | Sequence[ChainItem]", *, read_cpus: float, desc: str,
                        sink: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
         import ray
 
@@ -160,16 +190,17 @@ class RayEngine:
         self.start()
         return RayShared(ray.put(value))
 
-    def group_apply(self, paths: list[Path], columns: list[str], group_col: str,
-                    fn: Callable[[pa.Table], pa.Table], out_dir: Path, *, desc: str) -> None:
+    def group_apply(self, paths: list[Loc], columns: list[str], group_col: str,
+                    fn: Callable[[pa.Table], pa.Table], out_dir: Loc, *, desc: str) -> None:
+        """`fn` on every group of `group_col` across `paths`, its results published whole as
+        `out_dir` (see `published`)."""
         import ray
 
         self.start()
-        tmp = staging_dir(out_dir)
-        if paths:
-            import pyarrow.parquet as pq
-
-            metas = [pq.ParquetFile(p).metadata for p in paths]
+        with publish_folder(out_dir) as tmp:
+            if not paths:
+                return
+            metas = store.read_each(lambda p: store.parquet_file(p).metadata, paths)
             rows = sum(m.num_rows for m in metas)
             nbytes = _column_bytes(metas, columns)
             if rows <= self.local_group_max_rows or nbytes <= self.local_group_max_bytes:
@@ -177,17 +208,16 @@ class RayEngine:
                 # in flight; a side table this small is grouped here, through the very same
                 # group function (measured: benchmarks/README.md, select)
                 _group_locally(paths, columns, group_col, fn, tmp)
-                tmp.rename(out_dir)
                 return
             # Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of
             # start-up for a few thousand rows. Scale them with the data instead.
             # (wide rows, e.g. embeddings, by bytes)
             partitions = max(1, min(200, -(-rows // self.rows_per_shuffle_partition),
                                     -(-nbytes // self.bytes_per_shuffle_partition)))
-            ds = ray.data.read_parquet([str(p) for p in paths], columns=columns)
+            fs, names = store.fs_path(paths[0])[0], [store.fs_path(p)[1] for p in paths]
+            ds = ray.data.read_parquet(names, columns=columns, filesystem=fs)
             ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
-            ds.write_parquet(str(tmp))
-        tmp.rename(out_dir)
+            ds.write_parquet(store.fs_path(tmp)[1], filesystem=fs)
 
 
 @functools.cache
@@ -195,7 +225,7 @@ def _part_runner() -> Any:
     """The actor class, made on first use so that importing this module does not import Ray."""
     import ray
 
-    @ray.remote(max_restarts=0)
+    @ray.remote(max_restarts=SYSTEM_RETRIES, max_task_retries=SYSTEM_RETRIES)
     class PartRunner:
         def run(self, fn: Callable[[dict[str, Any]], Any], item: dict[str, Any]) -> Any:
             return _run_part(fn, item)
@@ -237,6 +267,9 @@ class _StepActor:
         return self._run(batch)
 
     def __del__(self) -> None:
+        # Ray Data's teardown hook for a callable-class UDF: its map worker drops the UDF in
+        # `__ray_shutdown__` when the pool shuts down gracefully (ray 2.60,
+        # actor_pool_map_operator.py), which runs this. There is no other engine call for it.
         try:
             self.step.teardown()
         except Exception:  # noqa: BLE001 - teardown at interpreter exit must not raise
@@ -274,11 +307,11 @@ def _column_bytes(metas: list[Any], columns: list[str]) -> int:
     return total
 
 
-def _group_locally(paths: list[Path], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],
-                   out_dir: Path) -> None:
-    import pyarrow.parquet as pq
+def _group_locally(paths: list[Loc], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],
+                   out_dir: Loc) -> None:
+    from fusionweave.pipelines.storage.shard_sink import write_parquet
 
-    t = pa.concat_tables([pq.read_table(p, columns=columns) for p in paths]).sort_by(group_col)
+    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths)).sort_by(group_col)
     values = t.column(group_col).to_numpy()
     if len(values) == 0:
         return
@@ -287,7 +320,82 @@ def _group_locally(paths: list[Path], columns: list[str], group_col: str, fn: Ca
     results = [fn(t.slice(a, b - a)) for a, b in zip(starts, ends)]
     results = [r for r in results if r.num_rows]
     if results:
-        pq.write_table(pa.concat_tables(results), out_dir / "groups.parquet")
+        write_parquet(out_dir / "groups.parquet", pa.concat_tables(results))
+
+
+def _node_check(reads: list[str], out: str) -> str | None:
+    for p in reads:
+        if not store.exists(p):
+            return f"cannot see {p}"
+    return store.probe(out)
+
+
+class PartTimeout(RuntimeError):
+    pass
+
+
+class _Inflight:
+    """Submitted parts and how long each has run. A part over `timeout` s is run again (a task:
+    cancelled and resubmitted; on a long-lived actor: the actor is restarted, which re-runs what
+    it held), up to `attempts` runs in all; then the stage stops with a message. Parts are
+    deterministic and write atomically, so a run that was overtaken changes nothing."""
+
+    def __init__(self, timeout: float | None, attempts: int, desc: str, submit: Callable[[int, Any], Any],
+                 actor_of: Callable[[int], Any] | None):
+        self.timeout, self.attempts, self.desc = timeout, attempts, desc
+        self._submit, self.actor_of = submit, actor_of
+        self.refs: dict[Any, list[Any]] = {}  # ref -> [n, item, runs, started]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def submit(self, n: int, item: Any, runs: int = 1) -> None:
+        self.refs[self._submit(n, item)] = [n, item, runs, time.monotonic()]
+
+    def harvest(self, until: int | None) -> Iterator[Any]:
+        """Results as they complete: all that are ready now (`until` None), or until at most
+        `until` parts are left in flight."""
+        import ray
+
+        while self.refs and (until is None or len(self.refs) > until):
+            wait = 0.0 if until is None else None
+            if self.timeout and until is not None:
+                oldest = min(r[3] for r in self.refs.values())
+                wait = max(0.0, oldest + self.timeout - time.monotonic())
+            done, _ = ray.wait(list(self.refs), num_returns=1, timeout=wait)
+            if done:
+                self.refs.pop(done[0])
+                yield ray.get(done[0])
+                continue
+            self._rerun_overdue()
+            if until is None:
+                return
+
+    def _rerun_overdue(self) -> None:
+        import ray
+
+        if not self.timeout:
+            return
+        now = time.monotonic()
+        for ref, (n, item, runs, started) in list(self.refs.items()):
+            if now - started < self.timeout:
+                continue
+            if runs >= self.attempts:
+                raise PartTimeout(f"{self.desc}: part {item.get('part', n)} ran over part_timeout_s "
+                                  f"({self.timeout:g} s) on each of its {runs} run(s)")
+            log.warning("%s: part %s has run %.0f s, over part_timeout_s: running it again", self.desc,
+                        item.get("part", n), now - started)
+            if self.actor_of is None:
+                ray.cancel(ref, force=True)
+                self.refs.pop(ref)
+                self.submit(n, item, runs + 1)
+            else:  # the actor restarts and re-runs every part it held (max_task_retries)
+                actor = self.actor_of(n)
+                ray.kill(actor, no_restart=False)
+                for r in self.refs.values():
+                    if self.actor_of(r[0]) is actor:
+                        r[3] = now
+                self.refs[ref][2] = runs + 1
 
 
 def _run_part(fn: Callable[[dict[str, Any]], dict[str, Any]], item: dict[str, Any]) -> dict[str, Any]:

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import STATS
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import STATS
+from fusionweave.pipelines.storage.location import Loc
 
 
-def collect(out: Path, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
+def collect(out: Loc, order: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Stats of every finished stage, in pipeline order when given."""
-    found = {p.parent.name: p for p in out.glob(f"*/{STATS}")}
+    found = {p.parent.name: p for p in store.glob(out, f"*/{STATS}")}
     names = [n for n in (order or []) if n in found] + sorted(n for n in found if n not in (order or []))
-    return {n: json.loads(found[n].read_text()) for n in names}
+    return {n: json.loads(store.read_text(found[n])) for n in names}
 
 
 def render(stages: dict[str, dict[str, Any]]) -> str:
@@ -51,9 +51,9 @@ def mcl_lines(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(out: Path, order: list[str] | None = None) -> str:
+def write(out: Loc, order: list[str] | None = None) -> str:
     stages = collect(out, order)
     text = render(stages)
-    write_bytes_atomic(out / "report.json", json.dumps(stages, indent=2).encode())
-    write_bytes_atomic(out / "report.txt", (text + "\n").encode())
+    store.put_bytes(out / "report.json", json.dumps(stages, indent=2).encode())
+    store.put_bytes(out / "report.txt", (text + "\n").encode())
     return text
