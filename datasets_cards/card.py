@@ -1,6 +1,7 @@
 """`fusionweave card OUT`: a dataset card written from what the build really did."""
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections import Counter
 from pathlib import Path
@@ -13,8 +14,9 @@ from fusionweave.datasets_cards import plots
 from fusionweave.datasets_cards.config import CardConfig
 from fusionweave.datasets_cards.hub_values import check, size_category
 from fusionweave.datasets_cards.structure import caption_lengths_and_sizes, describe
-from fusionweave.pipelines.atomic import write_bytes_atomic
-from fusionweave.pipelines.build_folder import STATS
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import STATS
+from fusionweave.pipelines.storage.location import Loc, ObjectPath, location
 
 PLOTS = "_card"
 LAION_TERMS = (
@@ -43,8 +45,8 @@ class CardError(ValueError):
     pass
 
 
-def _stage_stats(out: Path, stages: list[str]) -> dict[str, dict[str, Any]]:
-    return {s: json.loads((out / s / STATS).read_text()) for s in stages if (out / s / STATS).exists()}
+def _stage_stats(out: Loc, stages: list[str]) -> dict[str, dict[str, Any]]:
+    return {s: json.loads(store.read_text(out / s / STATS)) for s in stages if store.exists(out / s / STATS)}
 
 
 def build_outputs(build: dict[str, Any]) -> list[tuple[str, list[str], str]]:
@@ -53,10 +55,10 @@ def build_outputs(build: dict[str, Any]) -> list[tuple[str, list[str], str]]:
     return [(name, o["stages"], o["final"]) for name, o in outputs]
 
 
-def data_configs(out: Path, name: str, final: str, only: bool) -> list[dict[str, Any]]:
+def data_configs(out: Loc, name: str, final: str, only: bool) -> list[dict[str, Any]]:
     """One config per pipeline, its shards as the train split; shards kept per modality and split
     (mcl: MODALITY/SPLIT/SOURCE/shard-*.tar) give one config per modality with its own splits."""
-    nested = sorted({p.relative_to(out / final).parts[:2] for p in (out / final).glob("*/*/*/shard-*.tar")})
+    nested = sorted({p.relative_to(out / final).parts[:2] for p in store.glob(out / final, "*/*/*/shard-*.tar")})
     if not nested:
         return [{"config_name": "default" if only else name,
                  "data_files": [{"split": "train", "path": f"{final}/shard-*.tar"}]}]
@@ -68,13 +70,13 @@ def data_configs(out: Path, name: str, final: str, only: bool) -> list[dict[str,
             for modality, splits in by_modality.items()]
 
 
-def render(out: str | Path) -> Path:
+def render(out: str | Path | ObjectPath) -> Loc:
     """Write OUT/README.md (and OUT/_card/*.png). Raises CardError if the card does not validate."""
-    out = Path(out)
+    out = location(out)
     build_path = out / "build.json"
-    if not build_path.exists():
+    if not store.exists(build_path):
         raise CardError(f"{out} has no build.json: not a fusionweave build folder")
-    build = json.loads(build_path.read_text())
+    build = json.loads(store.read_text(build_path))
     cfg = CardConfig.model_validate(build.get("card") or {})
     outputs = build_outputs(build)
     if not outputs:
@@ -86,9 +88,10 @@ def render(out: str | Path) -> Path:
         if final not in stats_all:
             raise CardError(f"{name}: final stage {final!r} has not finished; nothing to describe")
         total += stats_all[final]["rows_out"]
-        shards += sorted((out / final).rglob("shard-*.tar"))
+        shards += [out / final / r for r in sorted(store.files(out / final, recursive=True), key=lambda r: r.split("/"))
+                   if fnmatch.fnmatchcase(r.rsplit("/", 1)[-1], "shard-*.tar")]
         configs += data_configs(out, name, final, len(outputs) == 1)
-    pretty = cfg.pretty_name or f"{out.resolve().name} ({', '.join(n for n, _, _ in outputs)})"
+    pretty = cfg.pretty_name or f"{_name(out)} ({', '.join(n for n, _, _ in outputs)})"
     meta = DatasetCardData(
         pretty_name=pretty, license=cfg.license, language=cfg.language, task_categories=cfg.task_categories,
         size_categories=[size_category(total)], tags=cfg.tags, configs=configs,
@@ -113,8 +116,13 @@ def render(out: str | Path) -> Path:
     if card.data.to_dict() != meta_dict:
         raise CardError("the rendered card's metadata does not round-trip")
     path = out / "README.md"
-    write_bytes_atomic(path, content.encode())
+    store.put_bytes(path, content.encode())
     return path
+
+
+def _name(out: Loc) -> str:
+    """The build folder's own name (a local one's after symlinks are followed)."""
+    return (out.resolve() if isinstance(out, Path) else out).name
 
 
 def _caption_notes(build: dict[str, Any], stats_all: dict[str, dict[str, Any]]) -> list[str]:
@@ -125,6 +133,12 @@ def _caption_notes(build: dict[str, Any], stats_all: dict[str, dict[str, Any]]) 
         lines += ["> **The captions are not model-written.** They were filled in from the experts' priors by "
                   "fusionweave's `priors-template` captioner (for offline demos); each starts with "
                   f"`{cap.get('note', '')}`. Configure a pivot MLLM (`densefusion.captioner`) for real captions.", ""]
+    engine = (cap or {}).get("engine")
+    if engine:
+        lines += [f"Captions written by the fine-tuned caption engine `{cap.get('model')}`, checkpoint "
+                  f"`{engine.get('checkpoint')}` ({engine.get('format')} weights over `{engine.get('base')}`, "
+                  f"{engine.get('trained_by')}, step {engine.get('step')}, {engine.get('train_rows')} teacher "
+                  "captions); each sample's `json` names it under `captioner.engine`.", ""]
     if build.get("demo_models"):
         lines += ["> **Tiny random models.** Some experts ran with tiny randomly initialised models "
                   f"({', '.join(build['demo_models'])}); their outputs mean nothing.", ""]
@@ -155,11 +169,11 @@ def _mcl_section(m: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _body(out: Path, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple[str, list[str], str]],
+def _body(out: Loc, build: dict[str, Any], cfg: CardConfig, outputs: list[tuple[str, list[str], str]],
           stats_all: dict[str, dict[str, Any]], structure: dict[str, Any], words: list[int],
           figs: dict[str, Path | None], total: int) -> str:
     names = ", ".join(n for n, _, _ in outputs)
-    lines = [f"# {cfg.pretty_name or out.resolve().name}", ""]
+    lines = [f"# {cfg.pretty_name or _name(out)}", ""]
     lines += [cfg.summary or (f"Built with fusionweave ({names}): {total:,} samples in WebDataset shards, "
                              "with every dropped row recorded with its reason."), ""]
     lines += _caption_notes(build, stats_all)

@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fusionweave.pipelines.atomic import atomic_path  # noqa: E402
+from fusionweave.pipelines.storage.atomic import atomic_path  # noqa: E402
+from fusionweave.pipelines.storage.location import Loc  # noqa: E402
 
 
-def _save(fig: "plt.Figure", path: Path) -> Path:
+def _save(fig: "plt.Figure", path: Loc) -> Loc:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
 
 
-def caption_lengths(words: list[int], path: Path) -> Path | None:
+def caption_lengths(words: list[int], path: Loc) -> Loc | None:
     if not words:
         return None
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -30,7 +30,7 @@ def caption_lengths(words: list[int], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def image_sizes(sizes: list[tuple[int, int]], path: Path) -> Path | None:
+def image_sizes(sizes: list[tuple[int, int]], path: Loc) -> Loc | None:
     if not sizes:
         return None
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -41,7 +41,7 @@ def image_sizes(sizes: list[tuple[int, int]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def rejects_by_reason(rejects: Counter, path: Path) -> Path | None:
+def rejects_by_reason(rejects: Counter, path: Loc) -> Loc | None:
     if not rejects:
         return None
     items = sorted(rejects.items(), key=lambda kv: kv[1])

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterator
 
-from fusionweave.pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.storage.location import Loc
+from fusionweave.pipelines.storage.shard_source import Sample, iter_shard
 
 MEMBER_KINDS = {"jpg": "image (JPEG)", "jpeg": "image (JPEG)", "png": "image (PNG)", "webp": "image (WebP)",
                 "txt": "string (UTF-8)", "json": "JSON object", "experts.json": "JSON object",
                 "depth.png": "image (16-bit PNG)", "npy": "NumPy array", "flac": "audio (FLAC)", "mp4": "video (MP4)"}
 
 
-def iter_samples(shards: list[Path]) -> Iterator[Sample]:
+def iter_samples(shards: list[Loc]) -> Iterator[Sample]:
     for s in shards:
         for item in iter_shard(s):
             if isinstance(item, Sample):
@@ -37,7 +37,7 @@ def _type(v: Any) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def describe(shards: list[Path], limit: int = 200) -> dict[str, Any]:
+def describe(shards: list[Loc], limit: int = 200) -> dict[str, Any]:
     """Member extensions with kinds, and every JSON field with the types seen in `limit` samples."""
     members: Counter = Counter()
     fields: dict[str, dict[str, set[str]]] = {}
@@ -61,7 +61,7 @@ def describe(shards: list[Path], limit: int = 200) -> dict[str, Any]:
                             for ext, f in fields.items()}}
 
 
-def caption_lengths_and_sizes(shards: list[Path], limit: int = 100_000) -> tuple[list[int], list[tuple[int, int]]]:
+def caption_lengths_and_sizes(shards: list[Loc], limit: int = 100_000) -> tuple[list[int], list[tuple[int, int]]]:
     """Caption lengths in words (from `txt`) and image sizes (from `json` width/height)."""
     words, sizes = [], []
     for i, s in enumerate(iter_samples(shards)):

@@ -4,7 +4,7 @@ directly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class ModelStep:
 
     name = "model"
     resources = Resources()
+
+    def check(self) -> None:
+        """Before any work, on the driver: is the model there and of the right kind? Raise a
+        clear error if not. Must not load the weights."""
 
     def setup(self) -> None:
         pass
@@ -60,13 +64,10 @@ def run_locally(step: ModelStep, batches: list[Batch]) -> list[Batch]:
         step.teardown()
 
 
-StepFactory = Callable[[], ModelStep]
+ChainItem = Any  # a ModelStep (run as an actor pool) or a plain Batch -> Batch callable (run as CPU tasks)
 
 
-Stage = Any  # a ModelStep (run as an actor pool) or a plain Batch -> Batch callable (run as CPU tasks)
-
-
-def run_chain_locally(stages: list[Stage], batches: list[Batch]) -> list[Batch]:
+def run_chain_locally(stages: list[ChainItem], batches: list[Batch]) -> list[Batch]:
     """A chain of model steps and CPU callables, bare, in one process: the baseline the engine's
     pipeline is measured against, and what tests call."""
     models = [s for s in stages if isinstance(s, ModelStep)]

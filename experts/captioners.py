@@ -20,6 +20,7 @@ import numpy as np
 from fusionweave.experts.base import Batch, ModelStep, Resources
 from fusionweave.experts.expert import ExpertError
 from fusionweave.experts.pixels import decode_rgb, error_text, torch_device
+from fusionweave.experts.engine_folder import adapter_base, engine_info, load_image_text_model
 from fusionweave.experts.resolve import resolve_model
 
 CAPTION, FINISH, ERROR = "caption", "finish_reason", "caption_error"
@@ -97,14 +98,19 @@ class TransformersCaptioner(Captioner):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-        mt = AutoConfig.from_pretrained(resolve_model(self.model, self.revision), local_files_only=True,
+        path = resolve_model(self.model, self.revision)
+        try:
+            base = adapter_base(path)
+        except ValueError as err:
+            raise ExpertError(f"densefusion.captioner.model: {err}") from None
+        mt = AutoConfig.from_pretrained(resolve_model(base) if base else path, local_files_only=True,
                                         trust_remote_code=self.trust_remote_code).model_type
         if mt not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
             raise ExpertError(f"densefusion.captioner.model: model_type {mt!r} is not an image-text-to-text model")
 
     def setup(self) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoProcessor
 
         torch.set_num_threads(self.resources.torch_threads())
         self.check()
@@ -113,9 +119,9 @@ class TransformersCaptioner(Captioner):
         self._proc = AutoProcessor.from_pretrained(path, local_files_only=True,
                                                    trust_remote_code=self.trust_remote_code)
         self._proc.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self._net = AutoModelForImageTextToText.from_pretrained(
-            path, local_files_only=True, dtype=getattr(torch, self.dtype),
-            trust_remote_code=self.trust_remote_code).to(self._device).eval()
+        # a caption-engine folder may be a LoRA adapter over its base: merged here
+        self._net = load_image_text_model(path, getattr(torch, self.dtype), self.trust_remote_code,
+                                          resolve_model).to(self._device).eval()
         self._eos = {t for t in np.atleast_1d(self._net.generation_config.eos_token_id or []).tolist()}
 
     def _text(self, prompt: str) -> str:
@@ -171,6 +177,13 @@ class TransformersCaptioner(Captioner):
         self._net = None
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "model": str(self.model), "revision": self.revision,
+        info = {"name": self.name, "kind": self.kind, "model": str(self.model), "revision": self.revision,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
                 "dtype": self.dtype}
+        try:  # a fine-tuned caption engine names its checkpoint: every caption records which wrote it
+            engine = engine_info(resolve_model(self.model, self.revision))
+        except (OSError, ValueError):
+            engine = None
+        if engine is not None:
+            info["engine"] = engine
+        return info

@@ -1,4 +1,5 @@
-"""CLIP-family image embeddings (transformers CLIP or SigLIP vision towers).
+"""CLIP-family image embeddings: transformers CLIP or SigLIP vision towers, or any open_clip model
+(EVA02-CLIP included; `backend: open_clip`, see `open_clip_backend`).
 
 Work is split so an accelerator is never starved: `ImagePreprocessor` decodes, resizes and crops
 on CPU workers and ships uint8 pixels (4x smaller than float); `ImageEmbedder`, the model step,
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fusionweave.experts.base import Batch, ModelStep, Resources
+from fusionweave.experts.open_clip_backend import OpenClip
 from fusionweave.experts.pixels import ImagePreprocessor, Normalizer, torch_device
 from fusionweave.experts.resolve import resolve_model
 
@@ -58,20 +60,50 @@ class ImageEmbedder(ModelStep):
     name = "embedder"
 
     def __init__(self, model: str, revision: str | None = None, resources: Resources = Resources(),
-                 dtype: str = "float32", device: str | None = None):
+                 dtype: str = "float32", device: str | None = None, backend: str = "transformers",
+                 pretrained: str = ""):
         self.model = model
         self.revision = revision
         self.resources = resources
         self.dtype = dtype
         self.device = device
+        self.backend = backend
+        self.pretrained = pretrained
         self._net: Any = None
+
+    def open_clip(self) -> OpenClip:
+        return OpenClip(self.model, self.pretrained, "select.embed")
+
+    def check(self) -> None:
+        """The model is there and is an image embedder (no weights read)."""
+        if self.backend == "open_clip":
+            self.open_clip().check()
+        else:
+            model_type(resolve_model(self.model, self.revision))
+
+    def dim(self) -> int:
+        return self.open_clip().embed_dim() if self.backend == "open_clip" else \
+            embedding_dim(resolve_model(self.model, self.revision))
+
+    def preprocessor(self) -> Any:
+        """The CPU side: encoded bytes -> uint8 pixels this model takes."""
+        if self.backend == "open_clip":
+            return self.open_clip().preprocessor()
+        return ImagePreprocessor(self.model, self.revision)
 
     def setup(self) -> None:
         import torch
+
+        torch.set_num_threads(self.resources.torch_threads())
+        dev = torch_device(self.resources.num_gpus, self.device)
+        if self.backend == "open_clip":
+            clip = self.open_clip()
+            net, _ = clip.load(dev, getattr(torch, self.dtype))
+            self._net, self._norm, self._attr = net, clip.normalizer(dev), None
+            return
         import transformers
         from transformers import AutoImageProcessor
 
-        torch.set_num_threads(self.resources.torch_threads())
         path = resolve_model(self.model, self.revision)
         mt = model_type(path)
         cls_name, self._attr = SUPPORTED[mt]
@@ -90,7 +122,6 @@ class ImageEmbedder(ModelStep):
         if info.get("missing_keys"):
             # a checkpoint without its projection would silently embed with random weights
             raise EmbedderError(f"{path}: weights missing for {sorted(info['missing_keys'])[:5]}")
-        dev = torch_device(self.resources.num_gpus, self.device)
         self._net = net.to(dev).eval()
         self._norm = Normalizer(AutoImageProcessor.from_pretrained(path, local_files_only=True), dev)
 
@@ -101,7 +132,8 @@ class ImageEmbedder(ModelStep):
         out = {k: v for k, v in batch.items() if k != "pixels"}
         with torch.inference_mode():
             x = self._norm(px, next(self._net.parameters()).dtype)
-            v = getattr(self._net(pixel_values=x), self._attr).float()
+            v = (self._net.encode_image(x) if self._attr is None else
+                 getattr(self._net(pixel_values=x), self._attr)).float()
             v = torch.nn.functional.normalize(v, dim=-1)
         out["embedding"] = v.cpu().numpy().astype(np.float16)
         return out
@@ -110,4 +142,5 @@ class ImageEmbedder(ModelStep):
         self._net = None
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "model": str(self.model), "revision": self.revision, "dtype": self.dtype}
+        return {"name": self.name, "backend": self.backend, "model": str(self.model), "revision": self.revision,
+                "pretrained": self.pretrained or None, "dtype": self.dtype}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Collection
+from typing import Any, ClassVar, Collection
 
 import numpy as np
 
@@ -61,10 +61,29 @@ def cells(results: list[Any], errors: list[str | None], seconds: float) -> np.nd
                      for r, e in zip(results, errors)], dtype=object)
 
 
+EXPERTS: dict[str, type["Expert"]] = {}  # config block -> the expert it configures (plug-ins)
+
+
 class Expert(ModelStep):
+    """An expert of the perceive chain. A plug-in expert also names its config `block` and that
+    block's pydantic model (`config`, with `enabled` and the worker resources): subclassing
+    registers it, so `perceive.<block>: {...}` in a recipe adds `from_config(block)` to the chain."""
+
     name = "expert"
     model: str = ""
     revision: str | None = None
+    block: ClassVar[str] = ""
+    config: ClassVar[Any] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.block:
+            EXPERTS[cls.block] = cls
+
+    @classmethod
+    def from_config(cls, cfg: Any, trust_remote_code: bool) -> "Expert":
+        """The expert its config block describes (plug-ins implement this)."""
+        raise NotImplementedError(f"{cls.__name__} declares block {cls.block!r} but no from_config")
 
     def __init__(self, model: str = "", revision: str | None = None, resources: Resources = Resources(),
                  trust_remote_code: bool = False, **settings: Any):

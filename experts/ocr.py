@@ -3,8 +3,11 @@
 Backends:
 - `rapidocr` (default): RapidOCR on onnxruntime; its wheel ships the PP-OCRv4 detection and
   recognition models, so it runs offline with no setup.
-- `paddleocr`: PaddleOCR 3.x (DenseFusion's OCR expert), given local model dirs. It checks its
-  model hosts at start unless `PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK=True`, which is set here.
+- `paddleocr`: PaddleOCR 3.x (DenseFusion's OCR expert), given local model dirs (official ones,
+  or RapidOCR's converted by `fusionweave models paddleocr --from-rapidocr`, see
+  `paddleocr_models`). It checks its model hosts at start unless
+  `PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK=True`, which is set here. `enable_mkldnn` defaults off:
+  on some CPUs oneDNN fails ("ConvertPirAttribute2RuntimeAttribute not support").
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import numpy as np
 
 from fusionweave.experts.base import Batch, Resources
 from fusionweave.experts.expert import Expert, ExpertError, decoded
+from fusionweave.experts.paddleocr_models import missing_files, model_name
 from fusionweave.transforms.boxes import normalize_xyxy
 
 BACKENDS = ("rapidocr", "paddleocr")
@@ -39,11 +43,12 @@ class OcrExpert(Expert):
 
     def __init__(self, model: str = "rapidocr", revision: str | None = None, resources: Resources = Resources(),
                  min_confidence: float = 0.5, det_model_dir: str | None = None, rec_model_dir: str | None = None,
-                 **kw: Any):
+                 enable_mkldnn: bool = False, **kw: Any):
         if model not in BACKENDS:
             raise ExpertError(f"perceive.ocr.model: {model!r} is not an OCR backend; choose one of {BACKENDS}")
+        extra = {"enable_mkldnn": enable_mkldnn} if model == "paddleocr" else {}
         super().__init__(model, revision, resources, min_confidence=min_confidence, det_model_dir=det_model_dir,
-                         rec_model_dir=rec_model_dir, **kw)
+                         rec_model_dir=rec_model_dir, **extra, **kw)
 
     def check(self) -> None:
         if self.model == "paddleocr":
@@ -52,7 +57,13 @@ class OcrExpert(Expert):
             if missing:
                 raise ExpertError(f"perceive.ocr: the paddleocr backend needs local model dirs; missing or not a "
                                   f"folder: {', '.join(f'{k}={self.settings.get(k)!r}' for k in missing)} "
-                                  "(PaddleOCR's own download is never used)")
+                                  "(PaddleOCR's own download is never used; `fusionweave models paddleocr "
+                                  "--from-rapidocr --out DIR` makes both offline)")
+            partial = {k: missing_files(self.settings[k]) for k in ("det_model_dir", "rec_model_dir")}
+            partial = {k: v for k, v in partial.items() if v}
+            if partial:
+                raise ExpertError("perceive.ocr: incomplete PaddleOCR model folder: " + "; ".join(
+                    f"{k}={self.settings[k]!r} lacks {', '.join(v)}" for k, v in partial.items()))
 
     def setup(self) -> None:
         self.check()
@@ -65,10 +76,13 @@ class OcrExpert(Expert):
             os.environ["PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK"] = "True"
             from paddleocr import PaddleOCR
 
-            self._ocr = PaddleOCR(text_detection_model_dir=self.settings["det_model_dir"],
-                                  text_recognition_model_dir=self.settings["rec_model_dir"],
+            det, rec = self.settings["det_model_dir"], self.settings["rec_model_dir"]
+            self._ocr = PaddleOCR(text_detection_model_dir=det, text_detection_model_name=model_name(det),
+                                  text_recognition_model_dir=rec, text_recognition_model_name=model_name(rec),
                                   use_doc_orientation_classify=False, use_doc_unwarping=False,
-                                  use_textline_orientation=False, cpu_threads=threads)
+                                  use_textline_orientation=False, cpu_threads=threads,
+                                  enable_mkldnn=self.settings["enable_mkldnn"],
+                                  device="gpu" if self.resources.num_gpus > 0 else "cpu")
 
     def read(self, img: np.ndarray) -> list[dict]:
         h, w = img.shape[:2]
