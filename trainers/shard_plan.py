@@ -12,8 +12,13 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionweave.pipelines.build_folder import stage_shards
-from fusionweave.pipelines.shard_source import check_shard_name, shards_in
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.build_folder import stage_shards
+from fusionweave.pipelines.storage.location import Loc, location
+from fusionweave.pipelines.storage.shard_source import check_shard_name, shards_in
+
+# read through webdataset's own openers (`gopen`), not the storage layer
+WEB = ("http://", "https://", "pipe:")
 
 
 @dataclass(frozen=True)
@@ -22,49 +27,80 @@ class Shard:
     count: int
 
 
-def shard_counts(paths: list[str | Path]) -> list[Shard]:
-    """Shards with their sample counts: from a build folder's manifest when there is one, else by
-    reading the tar headers (each key once)."""
-    out: list[Shard] = []
+def is_web(url: str) -> bool:
+    return url.startswith(WEB)
+
+
+def shard_files(paths: list[str | Path]) -> list[tuple[str, int | None]]:
+    """Every shard named by `paths` (stage folders, folders of shards, shard files, URIs on
+    object storage, URLs and `pipe:` commands), with its count when a manifest gives it."""
+    out: list[tuple[str, int | None]] = []
     for p in paths:
-        path = Path(p)
-        stage = stage_shards(path) if path.is_dir() else None
-        if stage is not None:
-            out += [Shard(str(t), n) for t, n in stage]
-        elif path.is_dir():
-            out += [Shard(str(t), _count_keys(t)) for t in shards_in(path)]
-        elif path.exists():
-            check_shard_name(path)
-            out.append(Shard(str(path), _count_keys(path)))
-        else:  # a URL or `pipe:` command: read once through webdataset to count
-            out.append(Shard(str(p), _count_remote(str(p))))
+        if is_web(str(p)):
+            out.append((str(p), None))
+            continue
+        try:
+            out += _local_or_stored(location(p))
+        except store.StorageError as err:
+            raise ShardUnreadable(f"{p}: could not be read ({err.strerror})") from None
     if not out:
         raise FileNotFoundError(f"no shards (.tar, .tar.gz, ...) in {[str(p) for p in paths]}")
     return out
 
 
-def _count_keys(tar: Path) -> int:
+def _local_or_stored(path: Loc) -> list[tuple[str, int | None]]:
+    if store.is_dir(path):
+        stage = stage_shards(path)
+        return [(str(t), n) for t, n in stage] if stage is not None else [(str(t), None) for t in shards_in(path)]
+    if not store.exists(path):
+        raise ShardUnreadable(f"{path}: could not be read (no such file or folder)")
+    check_shard_name(path)
+    return [(str(path), None)]
+
+
+def shard_counts(paths: list[str | Path]) -> list[Shard]:
+    """Shards with their sample counts: from a build folder's manifest when there is one, else by
+    reading the tar headers (each key once; a URL or `pipe:` command read through webdataset)."""
+    return [Shard(url, n if n is not None else _count_remote(url) if is_web(url) else _count_keys(location(url)))
+            for url, n in shard_files(paths)]
+
+
+class ShardUnreadable(OSError):
+    """A shard of which not one sample can be read: training would quietly lose it."""
+
+
+def _count_keys(tar: Loc) -> int:
     import tarfile
 
     keys = set()
     try:
-        with tarfile.open(tar) as tf:
+        with store.open_random(tar) as f, tarfile.open(fileobj=f) as tf:
             for m in tf:
                 if m.isfile():
                     keys.add(m.name.split(".", 1)[0])
-    except (tarfile.TarError, OSError):
-        pass  # a broken tar counts what could be read; the loader skips and counts the rest
+    except (tarfile.TarError, OSError) as err:
+        if (reason := store.failure_reason(err)) is not None:  # the store failed, not the shard
+            raise ShardUnreadable(f"{tar}: could not be read ({reason})") from None
+        if not keys:
+            raise ShardUnreadable(f"{tar}: not a readable tar ({type(err).__name__}: {err})") from None
+        # a tar broken part-way counts what could be read; the loader counts the break (broken_tar)
     return len(keys)
 
 
 def _count_remote(url: str) -> int:
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
-    def stop(_: Exception) -> bool:
-        return False
+    def reraise(err: Exception) -> bool:
+        raise err
 
-    return sum(1 for _ in group_by_keys(tar_file_expander(url_opener([{"url": url}], handler=stop), handler=stop),
-                                        handler=stop))
+    try:
+        n = sum(1 for _ in group_by_keys(tar_file_expander(url_opener([{"url": url}], handler=reraise),
+                                                           handler=reraise), handler=reraise))
+    except Exception as err:  # noqa: BLE001 - whatever the opener raised, the shard is unreadable
+        raise ShardUnreadable(f"{url}: could not be read ({type(err).__name__}: {str(err)[:200]})") from None
+    if n == 0:
+        raise ShardUnreadable(f"{url}: no samples could be read")
+    return n
 
 
 def deal(shards: list[Shard], bins: int) -> list[list[Shard]]:

@@ -19,7 +19,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch.utils.data as tud
 
-from fusionweave.trainers.shard_plan import Shard, collection_order, consumed_per_worker, plan_epoch, shard_counts
+from fusionweave.pipelines.storage import store
+from fusionweave.pipelines.storage.location import ObjectPath, location
+from fusionweave.trainers.shard_plan import (Shard, collection_order, consumed_per_worker, is_web, plan_epoch,
+                                             shard_counts, shard_files)
 from fusionweave.transforms.image_validate import open_image
 
 Sample = dict[str, Any]
@@ -27,7 +30,11 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 class CorruptSample(ValueError):
-    pass
+    """A sample a decoder cannot use; the stream skips it and counts it under `reason`."""
+
+    def __init__(self, message: str = "", reason: str = "corrupt_sample"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def decode_sample(raw: Sample) -> Sample:
@@ -74,16 +81,25 @@ def collate(samples: list[Sample]) -> dict[str, Any]:
 
 
 def raw_samples(shard: Shard, errors: Counter) -> Iterator[Sample]:
-    """A shard's samples as raw members, read by webdataset (local paths, `pipe:` commands and the
-    URLs its `gopen` opens); members are never unpickled. A broken tar ends its shard, counted."""
+    """A shard's samples as raw members, read by webdataset's tar reader from the storage layer
+    (local paths, object-store URIs) or its own `gopen` (`pipe:` commands, http URLs); members
+    are never unpickled. A broken tar ends its shard, counted; a store that fails raises."""
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
     def handler(err: Exception) -> bool:
+        if store.failure_reason(err) is not None:
+            raise err  # the store failed, not the shard: never a quiet short epoch
         errors[f"broken_tar:{type(err).__name__}"] += 1
         return False  # stop this shard: what follows a broken header cannot be trusted
 
-    stream = group_by_keys(tar_file_expander(url_opener([{"url": shard.url}], handler=handler), handler=handler),
-                           handler=handler)
+    def opened() -> Iterator[dict[str, Any]]:
+        try:
+            yield {"url": shard.url, "stream": store.open_input(shard.url)}
+        except OSError as err:
+            handler(err)
+
+    source = url_opener([{"url": shard.url}], handler=handler) if is_web(shard.url) else opened()
+    stream = group_by_keys(tar_file_expander(source, handler=handler), handler=handler)
     for sample in stream:
         if any("/" in k for k in sample if not k.startswith("__")):
             errors["unsafe_member"] += 1
@@ -142,8 +158,8 @@ class ShardStream:
             for s in shuffled(raw, self.shuffle_buffer, rng):
                 try:
                     yield self.decode(s)
-                except CorruptSample:
-                    errors["corrupt_sample"] += 1
+                except CorruptSample as err:
+                    errors[err.reason] += 1
 
         def padded() -> Iterator[Sample]:
             """The worker's samples; if corrupt ones leave too few for its quota, its first samples
@@ -200,6 +216,20 @@ class _TorchStream(tud.IterableDataset):
         return iter(self.stream)
 
 
+def epoch_batches(state: Any, dataset: Callable[[], tud.IterableDataset], **loader_kwargs: Any) -> Iterator[Any]:
+    """The rest of the current epoch through a torch DataLoader, keeping `state`'s position:
+    `state` has `epoch`, `batches_done`, `workers`, `errors` and a length in batches; `dataset()`
+    (called after a finished epoch rolls over) yields `(batch, errors)` from `batches_done` on."""
+    if state.batches_done >= len(state):  # the epoch was finished: go on with the next
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    dl = tud.DataLoader(dataset(), batch_size=None, num_workers=state.workers, **loader_kwargs)
+    for batch, errors in dl:
+        state.batches_done += 1
+        state.errors.update(errors)
+        yield batch
+    state.epoch, state.batches_done = state.epoch + 1, 0
+
+
 class ResumableLoader:
     """A torch DataLoader over a ShardStream that knows how far the epoch got."""
 
@@ -211,15 +241,7 @@ class ResumableLoader:
         return len(self.stream)
 
     def __iter__(self) -> Iterator[Any]:
-        s = self.stream
-        if s.batches_done >= len(s):  # the epoch was finished: go on with the next
-            s.epoch, s.batches_done = s.epoch + 1, 0
-        dl = tud.DataLoader(_TorchStream(s), batch_size=None, num_workers=s.workers, **self.loader_kwargs)
-        for batch, errors in dl:
-            s.batches_done += 1
-            s.errors.update(errors)
-            yield batch
-        s.epoch, s.batches_done = s.epoch + 1, 0
+        return epoch_batches(self.stream, lambda: _TorchStream(self.stream), **self.loader_kwargs)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.stream.epoch, "batches": self.stream.batches_done}
@@ -270,7 +292,8 @@ class Mixture:
 
 
 def ray_batches(paths: list[str], batch_size: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """The same shards through Ray Data (`read_webdataset` + `iter_torch_batches`)."""
+    """The same shards through Ray Data (`read_webdataset` + `iter_torch_batches`). Shards on an
+    object store are read through the storage layer's filesystem (its endpoint and options)."""
     import ray
 
     import torch
@@ -279,5 +302,14 @@ def ray_batches(paths: list[str], batch_size: int, **kwargs: Any) -> Iterator[di
         # numeric columns become tensors; keys and text stay Python lists
         return {k: torch.from_numpy(v.copy()) if v.dtype.kind in "biufc" else list(v) for k, v in batch.items()}
 
-    ds = ray.data.read_webdataset(paths, **kwargs)
+    named = [str(p) for p in paths]
+    stored = [location(p) for p in named if not is_web(p) and isinstance(location(p), ObjectPath)]
+    if stored:
+        if len(stored) != len(named) or len({p.scheme for p in stored}) > 1:
+            raise ValueError("ray_batches reads shards from one object store at a time, or from local disk")
+        files = [url for url, _ in shard_files(named)]  # stage folders by their manifests
+        fs = store.fs_path(files[0])[0]
+        kwargs = {"filesystem": fs, **kwargs}
+        named = [store.fs_path(f)[1] for f in files]
+    ds = ray.data.read_webdataset(named, **kwargs)
     yield from ds.iter_torch_batches(batch_size=batch_size, drop_last=False, collate_fn=to_torch)

@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fusionweave.pipelines.build_folder import PartEntry, StageFolder
-from fusionweave.pipelines.shard_sink import shard_name
-from fusionweave.transforms.step import StepStats
+from fusionweave.pipelines.runner import PartResult, commit_part
+from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
+from fusionweave.pipelines.storage.shard_sink import shard_name
 
 CAPS = 5
 KARPATHY_SPLITS = {"train": ("train", "restval"), "dev": ("val",), "test": ("test",)}
@@ -40,9 +40,8 @@ def write_split(out: Path, split: str, samples: Iterator[dict[str, Any]], per_sh
     batch: list[dict[str, Any]] = []
 
     def flush() -> None:
-        n = len(batch)
-        entries.append(folder.commit(f"{len(entries):06d}", rows_in=n, stats={"convert": StepStats(n, n)},
-                                     name=shard_name(len(entries)), samples=batch))
+        entries.append(commit_part(folder, {"part": f"{len(entries):06d}"},
+                                   PartResult(len(batch), ["convert"], samples=batch, name=shard_name(len(entries)))))
 
     for s in samples:
         batch.append(s)
@@ -112,18 +111,28 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), 
            "purple": (150, 60, 190), "orange": (240, 140, 30)}
 SHAPES = ("circle", "square", "triangle")
 PLACES = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
+# a second look for transfer experiments: the same colour names in other shades, a 3x3 layout
+PALETTES = {"primary": COLOURS,
+            "muted": {"red": (170, 90, 80), "green": (110, 150, 100), "blue": (90, 110, 170),
+                      "yellow": (200, 190, 110), "purple": (140, 100, 160), "orange": (200, 140, 90)}}
+LAYOUTS = {"quadrants": PLACES,
+           "thirds": {f"{v} {h}".strip(): (x, y) for y, v in enumerate(("top", "middle", "bottom"))
+                      for x, h in enumerate(("left", "centre", "right"))}}
 TEMPLATES = ("a {c} {s} in the {p}", "there is a {c} {s} at the {p}", "the {p} holds a {c} {s}",
              "{c} {s}, {p} corner", "an image with a {c} {s} in the {p} part")
 
 
-def draw(objects: list[tuple[str, str, str]], size: int = 64) -> bytes:
+def draw(objects: list[tuple[str, str, str]], size: int = 64, palette: str = "primary",
+         layout: str = "quadrants") -> bytes:
     img = Image.new("RGB", (size, size), (245, 245, 245))
     d = ImageDraw.Draw(img)
-    half = size // 2
+    places = LAYOUTS[layout]
+    cell = size // (max(x for x, _ in places.values()) + 1)
+    pad = max(1, cell // 8)
     for colour, shape, place in objects:
-        cx, cy = PLACES[place]
-        box = (cx * half + 4, cy * half + 4, cx * half + half - 4, cy * half + half - 4)
-        fill = COLOURS[colour]
+        cx, cy = places[place]
+        box = (cx * cell + pad, cy * cell + pad, cx * cell + cell - pad, cy * cell + cell - pad)
+        fill = PALETTES[palette][colour]
         if shape == "circle":
             d.ellipse(box, fill=fill)
         elif shape == "square":
@@ -136,21 +145,26 @@ def draw(objects: list[tuple[str, str, str]], size: int = 64) -> bytes:
 
 
 def synthetic(out: str | Path, images: dict[str, int], seed: int = 0, size: int = 64,
-              per_shard: int = 500) -> list[dict]:
-    """Images of 1-2 coloured shapes in quadrants with 5 template captions each, per split
-    (e.g. {"train": 2000, "test": 200}). Caption k of an image names its objects in the k-th
-    template, so matching must read colour, shape and place."""
+              per_shard: int = 500, palette: str = "primary", layout: str = "quadrants") -> list[dict]:
+    """Images of 1-2 coloured shapes in the cells of `layout` (quadrants or 3x3 thirds), in the
+    shades of `palette`, with 5 template captions each, per split (e.g. {"train": 2000, "test":
+    200}). Caption k of an image names its objects in the k-th template, so matching must read
+    colour, shape and place."""
+    if palette not in PALETTES or layout not in LAYOUTS:
+        raise MatchingDataError(f"palette {palette!r} / layout {layout!r}: choose from {sorted(PALETTES)} / "
+                                f"{sorted(LAYOUTS)}")
+    cells = list(LAYOUTS[layout])
     rng = np.random.default_rng(seed)
     report = []
     for split, n in images.items():
         def samples(split: str = split, n: int = n) -> Iterator[dict[str, Any]]:
             for i in range(n):
                 k = int(rng.integers(1, 3))
-                places = rng.choice(list(PLACES), size=k, replace=False)
+                places = rng.choice(cells, size=k, replace=False)
                 objs = [(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), str(p)) for p in places]
                 caps = [" and ".join(TEMPLATES[(t + j) % len(TEMPLATES)].format(c=c, s=s, p=p)
                                      for j, (c, s, p) in enumerate(objs)) for t in range(CAPS)]
-                yield _sample(f"{split}-{i:06d}", split, i, caps, png=draw(objs, size))
+                yield _sample(f"{split}-{i:06d}", split, i, caps, png=draw(objs, size, palette, layout))
 
         report.append(write_split(Path(out), split, samples(), per_shard))
     return report

@@ -1,27 +1,20 @@
-"""Training and evaluation of the matching methods from shards.
+"""The matching methods' config, model construction and evaluation.
 
-`fusionweave train METHOD --config FILE --out DIR`: METHOD is vse, gssf, sgr, saf, rcar or dbl.
-Each epoch streams the train shards (one of each image's 5 captions per step, seeded), with the
-VSE++ loss summing all violations for `warmup_epochs`, then hardest negatives. After each epoch
-the dev/test split is evaluated (R@1/5/10 both ways, rSum); `checkpoint.pt` holds everything to
-resume (model, optimiser, loader position, step, the best rSum so far: kept across a resume, which
-the originals lose), `best.pt` the best model, `metrics.jsonl` one JSON line per epoch.
+`fusionweave train METHOD --config FILE --out DIR`: METHOD is vse, gssf, sgr, saf, rcar or dbl;
+the training itself runs on the core (`trainers/core/loop.py`) through `method.MatchingMethod`.
 """
 from __future__ import annotations
 
-import json
-import random
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
-from tqdm import tqdm
 
 from fusionweave.pipelines.config_base import Strict
-from fusionweave.trainers.matching.encoders import Vocab, contrastive_loss
+from fusionweave.trainers.core.recipe import Recipe
+from fusionweave.trainers.matching.encoders import Vocab
 from fusionweave.trainers.matching.evaluate import coco_1k, recall, save_sims
 from fusionweave.trainers.matching.model import DBL, MatchingModel
 from fusionweave.trainers.stream import ResumableLoader, ShardStream
@@ -40,15 +33,11 @@ class DblConfig(Strict):
     momentum: float = Field(0.9995, gt=0, lt=1)
 
 
-class TrainConfig(Strict):
+class MatchingRecipe(Strict):
+    """What every matching run shares: the splits, the protocol, and the originals' optimisation."""
     train: Path
     test: Path
     protocol: Literal["plain", "coco1k", "coco5k"] = "plain"
-    dim: int = Field(256, gt=0)
-    sim_dim: int = Field(256, gt=0)
-    word_dim: int = Field(300, gt=0)
-    block: int = Field(16, ge=0, description="GSSF block size (0: diagonal only)")
-    feat_dim: int | None = Field(None, description="region feature size (2048 for precomp); None: pixels")
     epochs: int = Field(30, gt=0)
     batch_size: int = Field(128, gt=1)
     lr: float = Field(2e-4, gt=0)
@@ -59,7 +48,24 @@ class TrainConfig(Strict):
     workers: int = Field(0, ge=0)
     shuffle_buffer: int = Field(2000, ge=0)
     seed: int = 0
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    grad_accum: int = Field(1, gt=0, le=4096)
+    save_every: int = Field(0, ge=0, description="optimiser steps between checkpoints (0: each epoch end)")
+
+    def recipe(self) -> Recipe:
+        """The originals' optimisation: Adam, lr x0.1 every `lr_decay_epochs`, gradient clipping."""
+        return Recipe(epochs=self.epochs, lr=self.lr, optimizer="adam", schedule="step",
+                      step_epochs=self.lr_decay_epochs, grad_clip=self.grad_clip, seed=self.seed, device=self.device,
+                      mixed_precision=self.mixed_precision, grad_accum=self.grad_accum, save_every=self.save_every)
+
+
+class TrainConfig(MatchingRecipe):
+    dim: int = Field(256, gt=0)
+    sim_dim: int = Field(256, gt=0)
+    word_dim: int = Field(300, gt=0)
+    block: int = Field(16, ge=0, description="GSSF block size (0: diagonal only)")
+    feat_dim: int | None = Field(None, description="region feature size (2048 for precomp); None: pixels")
     dbl: DblConfig = DblConfig()
 
 
@@ -116,85 +122,13 @@ def evaluate(model: torch.nn.Module, vocab: Vocab, images: torch.Tensor, caption
     return recall(sims)
 
 
-def train(method: str, cfg: TrainConfig, out: Path, progress: bool = True) -> dict[str, Any]:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    test_images, test_caps = read_split(cfg.test)
-    ckpt_path = out / "checkpoint.pt"
-    stream = ShardStream([cfg.train], cfg.batch_size, workers=cfg.workers, seed=cfg.seed,
-                         shuffle_buffer=cfg.shuffle_buffer)
-    loader = ResumableLoader(stream)
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        vocab = Vocab(ck["vocab"])
-    else:
-        ck = None
-        caps = [c for b in ResumableLoader(ShardStream([cfg.train], 1, shuffle_buffer=0)) for c in b["json"][0]["captions"]]
-        vocab = Vocab.build(caps)
-    vocab.save(out / "vocab.json")
-    model = build_model(method, cfg, vocab).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_decay_epochs, 0.1)
-    state = {"epoch": 0, "step": 0, "best_rsum": -1.0}
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        loader.load_state_dict(ck["loader"])
-        state = ck["state"]
-    log = (out / "metrics.jsonl").open("a")
-    result: dict[str, Any] = {}
-    while state["epoch"] < cfg.epochs:
-        hardest = state["epoch"] >= cfg.warmup_epochs
-        t0 = time.perf_counter()
-        losses = []
-        bar = tqdm(loader, total=len(loader), initial=loader.state_dict()["batches"], disable=not progress,
-                   desc=f"{method} epoch {state['epoch']}", leave=False)
-        for batch in bar:
-            rng = random.Random(f"{cfg.seed}:{state['step']}")
-            caps = [c[rng.randrange(len(c))] for c in (j["captions"] for j in batch["json"])]
-            ids, lengths = vocab.encode(caps)
-            images, ids, lengths = media(batch).to(device), ids.to(device), lengths.to(device)
-            if isinstance(model, DBL):
-                loss = model.loss(images, ids, lengths, cfg.margin, hardest)
-            else:
-                loss = contrastive_loss(model(images, ids, lengths), cfg.margin, hardest)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if isinstance(model, DBL):
-                model.after_step()
-            state["step"] += 1
-            losses.append(float(loss))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        sched.step()
-        state["epoch"] += 1
-        metrics = evaluate(model, vocab, test_images, test_caps, device, cfg.protocol)
-        best = metrics["rsum"] > state["best_rsum"]
-        if best:
-            state["best_rsum"] = metrics["rsum"]
-            target = model.target if isinstance(model, DBL) else model
-            torch.save({"model": target.state_dict(), "method": method, "config": cfg.model_dump(mode="json"),
-                        "vocab": vocab.words[2:], "metrics": metrics}, out / "best.pt")
-        result = {"epoch": state["epoch"], "step": state["step"], "loss": float(np.mean(losses)) if losses else None,
-                  "seconds": round(time.perf_counter() - t0, 2), "best": best, "best_rsum": state["best_rsum"],
-                  **{k: round(v, 2) for k, v in metrics.items()}}
-        log.write(json.dumps(result) + "\n")
-        log.flush()
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "loader": loader.state_dict(), "state": state, "vocab": vocab.words[2:]}, ckpt_path)
-    log.close()
-    return result
-
-
 def evaluate_checkpoint(checkpoint: Path, data: Path, protocol: str = "plain", sims_path: Path | None = None,
                         device: str = "auto") -> dict[str, float]:
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if ck.get("family") == "transfer":  # unipt, sherl and their baselines
+        from fusionweave.trainers.matching.transfer.method import evaluate_checkpoint as transfer_eval
+
+        return transfer_eval(ck, data, protocol, sims_path, device)
     cfg = TrainConfig.model_validate(ck["config"])
     vocab = Vocab(ck["vocab"])
     head = cfg.dbl.head if ck["method"] == "dbl" else ck["method"]

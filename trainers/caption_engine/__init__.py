@@ -1,0 +1,1 @@
+"""DenseFusion's caption engine: the pivot MLLM fine-tuned on the teacher seed set (`teacher_sft.json`)."""

@@ -1,0 +1,1 @@
+"""The one training core every `fusionweave train METHOD` runs on (Hugging Face Accelerate)."""
