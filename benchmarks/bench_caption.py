@@ -32,9 +32,10 @@ from fusionweave.experts.pixels import decode_rgb  # noqa: E402
 from fusionweave.experts.tiny_models import make_tiny_llava  # noqa: E402
 from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
 from fusionweave.pipelines.densefusion import caption  # noqa: E402
+from fusionweave.pipelines.runner import run_stage  # noqa: E402
 from fusionweave.pipelines.select.inputs import plan_parts  # noqa: E402
-from fusionweave.pipelines.shard_sink import write_shard  # noqa: E402
-from fusionweave.pipelines.shard_source import iter_image_samples  # noqa: E402
+from fusionweave.pipelines.storage.shard_sink import write_shard  # noqa: E402
+from fusionweave.pipelines.storage.shard_source import iter_image_samples  # noqa: E402
 from tests.chat_server import ChatServer  # noqa: E402
 from fusionweave.transforms.caption_qc import QcPolicy  # noqa: E402
 from fusionweave.transforms.prompts import Template  # noqa: E402
@@ -66,7 +67,8 @@ def batches(parts: list[dict], template: Template, size: int) -> list[dict]:
 def stage(out: Path, engine: RayEngine, parts: list[dict], captioner, template: Template, size: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    st = caption.run("caption", out, engine, parts, captioner, template, 1024, QcPolicy(repetition="flag"), size, 0.5)
+    st = run_stage(engine, out, caption.stage("caption", out, parts, captioner, template, 1024,
+                                              QcPolicy(repetition="flag"), size, 0.5))
     assert st["balanced"] and st["rejected"] == 0, st
     return time.perf_counter() - t0
 

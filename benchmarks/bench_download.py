@@ -73,7 +73,7 @@ def run_ours(parquet: Path, out: Path, threads: int, per_shard: int) -> tuple[fl
 
 
 def main() -> None:
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)

@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401
-from fusionweave.pipelines.shard_sink import write_shard  # noqa: E402
+from fusionweave.pipelines.storage.shard_sink import write_shard  # noqa: E402
 from fusionweave.trainers.stream import ResumableLoader, ShardStream, collate, decode_sample  # noqa: E402
 
 

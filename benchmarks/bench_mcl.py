@@ -31,7 +31,7 @@ from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
 from fusionweave.pipelines.mcl import pipeline  # noqa: E402
 from fusionweave.pipelines.mcl.config import MclConfig  # noqa: E402
 from fusionweave.pipelines.mcl.media import audio_members, pointcloud_members, video_members  # noqa: E402
-from fusionweave.pipelines.mcl.sample_data import mp4, npz  # noqa: E402
+from fusionweave.pipelines.fixtures.sample_mcl import mp4, npz  # noqa: E402
 
 
 def wav(seconds: float, freq: float, rate: int = 44_100) -> bytes:

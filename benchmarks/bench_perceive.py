@@ -29,11 +29,12 @@ from fusionweave.experts.base import run_chain_locally  # noqa: E402
 from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
 from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
 from fusionweave.pipelines.perceive import stage  # noqa: E402
+from fusionweave.pipelines.runner import run_stage  # noqa: E402
 from fusionweave.pipelines.perceive.chain import build_chain, build_experts  # noqa: E402
 from fusionweave.pipelines.perceive.config import PerceiveConfig  # noqa: E402
 from fusionweave.pipelines.select.inputs import plan_parts  # noqa: E402
-from fusionweave.pipelines.shard_sink import write_shard  # noqa: E402
-from fusionweave.pipelines.shard_source import iter_image_samples  # noqa: E402
+from fusionweave.pipelines.storage.shard_sink import write_shard  # noqa: E402
+from fusionweave.pipelines.storage.shard_source import iter_image_samples  # noqa: E402
 
 TAGS = ["person", "dog", "cat", "car", "tree", "sign", "building", "sky", "road", "bicycle"]
 
@@ -89,17 +90,23 @@ def bare(cfg: PerceiveConfig, parts: list[dict]) -> float:
 def ours(cfg: PerceiveConfig, parts: list[dict], out: Path, engine: RayEngine) -> float:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    st = stage.run(cfg, out, engine, parts, build_experts(cfg))
+    st = run_stage(engine, out, stage.stage(cfg, out, parts, build_experts(cfg)))
     assert st["balanced"] and not st["expert_errors"], st
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def run_args() -> argparse.ArgumentParser:
+    """The data and worker settings every perceive benchmark takes."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--per-shard", type=int, default=24)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    return ap
+
+
+def main() -> None:
+    ap = run_args()
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-perceive"))
     args = ap.parse_args()

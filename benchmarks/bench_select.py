@@ -30,10 +30,12 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchmarks.common  # noqa: E402,F401  (quiet environment)
 from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
-from fusionweave.pipelines.build_folder import StageFolder  # noqa: E402
+from fusionweave.pipelines.storage.build_folder import StageFolder  # noqa: E402
+from fusionweave.pipelines.storage.published import published_files  # noqa: E402
+from fusionweave.pipelines.runner import PartResult, commit_part, run_stage  # noqa: E402
 from fusionweave.pipelines.select import choose, cluster, embed  # noqa: E402
 from fusionweave.pipelines.select.config import ClusterConfig, SelectConfig  # noqa: E402
-from fusionweave.pipelines.shard_sink import shard_name, write_parquet  # noqa: E402
+from fusionweave.pipelines.storage.shard_sink import shard_name  # noqa: E402
 from fusionweave.transforms import kmeans  # noqa: E402
 
 
@@ -81,9 +83,8 @@ def make_embed_stage(out: Path, rows: int, dim: int, per_part: int, seed: int = 
         n = min(per_part, rows - start)
         emb = vectors(rng, centers, rng.integers(0, 500, n), 0.6)
         t = embed.side_table([f"k{start + j:09d}" for j in range(n)], np.arange(n), emb)
-        e = {"part": f"{i:06d}", "rows_in": n, "rejected": 0, "shard": shard_name(i, "parquet"), "stats": {}}
-        e.update(write_parquet(folder.dir / e["shard"], t))
-        entries.append(e)
+        entries.append(commit_part(folder, {"part": f"{i:06d}"}, PartResult(n, ["embed"], table=t,
+                                                                          name=shard_name(i, "parquet"))))
     folder.finish(entries)
 
 
@@ -110,9 +111,8 @@ def make_cluster_stage(out: Path, rows: int, dim: int, k: int, per_part: int, se
                       "cluster": pa.array(labels.astype(np.int32)), "distance": pa.array(dist.astype(np.float32)),
                       "bucket": pa.array((labels % cluster.buckets_for(rows, k)).astype(np.int32)),
                       "embedding": t.column("embedding")})
-        e = {"part": f"{i:06d}", "rows_in": n, "rejected": 0, "shard": shard_name(i, "parquet"), "stats": {}}
-        e.update(write_parquet(folder.dir / e["shard"], t))
-        entries.append(e)
+        entries.append(commit_part(folder, {"part": f"{i:06d}"}, PartResult(n, ["assign"], table=t,
+                                                                          name=shard_name(i, "parquet"))))
     folder.finish(entries, info={"kmeans": {"clusters": k}})
 
 
@@ -165,7 +165,7 @@ def run_kmeans(work: Path, engine: RayEngine, args: argparse.Namespace) -> dict:
     cfg = ClusterConfig(clusters=args.clusters, train_sample=args.train_sample, niter=args.niter)
     with PeakMemory() as mo:
         t0 = time.perf_counter()
-        cluster.run(cfg, work, engine, seed=0)
+        run_stage(engine, work, cluster.stage(cfg, work, engine, seed=0))
         ours = time.perf_counter() - t0
     return {"bare_s": round(bare, 1), "ours_s": round(ours, 1), "ratio": round(bare / ours, 2),
             "bare_peak_gib": round(mb.peak / 2**30, 2), "ours_peak_gib": round(mo.peak / 2**30, 2)}
@@ -187,7 +187,7 @@ def run_semdedup(work: Path, engine: RayEngine, args: argparse.Namespace) -> dic
                            ["key", "part", "idx", "cluster", "distance", "bucket", "embedding"], "bucket",
                            choose.decide_bucket(cfg, 0), folder.work / "decisions", desc="semdedup")
         ours = time.perf_counter() - t0
-    d = pa.concat_tables([pq.read_table(f, columns=["reason"]) for f in (folder.work / "decisions").glob("*.parquet")])
+    d = pa.concat_tables([pq.read_table(f, columns=["reason"]) for f in published_files(folder.work / "decisions")])
     ours_kept = d.num_rows - d.column("reason").is_valid().to_numpy(zero_copy_only=False).sum()
     return {"bare_s": round(bare, 1), "ours_s": round(ours, 1), "ratio": round(bare / ours, 2),
             "bare_peak_gib": round(mb.peak / 2**30, 2), "ours_peak_gib": round(mo.peak / 2**30, 2),

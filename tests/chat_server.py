@@ -24,6 +24,7 @@ class ChatServer:
         self.received = 0
         self.headers_seen: list[dict[str, str]] = []
         self._lock = threading.Lock()
+        self.closed = False
 
     def handle(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
         with self._lock:
@@ -40,6 +41,8 @@ class ChatServer:
         url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
         with self._lock:  # one forward at a time, as a single-GPU server would
+            if self.closed:  # a client's late retry after the test ended: a stopped server's answer
+                return 503, b'{"error": {"message": "server stopped"}}', {}
             (caption,), (finish,) = self.captioner.generate([image], [prompt])
             self.served += 1
         reply = {"id": f"chatcmpl-{self.served}", "object": "chat.completion", "model": body.get("model"),
@@ -81,4 +84,6 @@ class ChatServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
-        self.captioner.teardown()
+        with self._lock:
+            self.closed = True
+            self.captioner.teardown()

@@ -32,8 +32,8 @@ def engine() -> Iterator["object"]:
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, list[str]], str]]:
     """1,000 generated LAION rows with their images served on 127.0.0.1 for the whole session."""
-    from fusionweave.pipelines.sample_laion import generate
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_laion import generate
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     root = tmp_path_factory.mktemp("laion-sample")
     with SampleServer(root, slow_seconds=12.0) as srv:
@@ -53,6 +53,11 @@ def curate_cfg(parquet: Path | list[Path], **overrides: object) -> "object":
         section, key = dotted.split("__")
         data.setdefault(section, {})[key] = value
     return CurateConfig.model_validate(data)
+
+
+# the end-to-end builds shared by the e2e, trace and view tests, made once a session
+from tests.builds import (curate_recipe, curate_reference, mcl_built, perceive_data,  # noqa: E402,F401
+                          perceive_reference, select_data, select_reference)
 
 
 @pytest.fixture

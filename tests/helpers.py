@@ -22,7 +22,7 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
                      "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
         # the sample server's drip route holds a download until the deadline: keep it short
-        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "deadline": 10},
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "deadline": 5},
     }
     for section, values in curate_overrides.items():
         curate.setdefault(section, {}).update(values)
@@ -58,7 +58,10 @@ def kill_build_when(args: list[str], condition: Callable[[], bool], timeout: flo
 
 
 def manifest_lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    """Parts a stage has committed: its manifest's lines, or its part records while it runs."""
+    records = path.parent / "_parts"
+    return (len(path.read_text().splitlines()) if path.exists() else 0) + \
+        (len(list(records.rglob("*.json"))) if records.is_dir() else 0)  # part names may hold '/'
 
 
 def stage_shards(out: Path, stage: str) -> dict[str, str]:

@@ -26,8 +26,8 @@ TOKEN = "hf_TESTtokenDoNotLeak0123456789"
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
-    from fusionweave.pipelines.sample_laion import generate
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_laion import generate
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     root = tmp_path_factory.mktemp("card-data")
     out = tmp_path_factory.mktemp("card-build") / "out"

@@ -6,9 +6,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fusionweave.pipelines.build_folder import StageFolder
+from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.curate import metadata, validate
-from fusionweave.pipelines.shard_sink import write_shard
+from fusionweave.pipelines.storage.shard_sink import write_shard
 from tests.conftest import curate_cfg
 from tests.helpers import all_rejects
 

@@ -8,25 +8,22 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files, write_recipe
+from tests.builds import CURATE_STAGES
+from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
 
 pytestmark = pytest.mark.heavy
-STAGES = ["metadata", "download", "validate"]
+STAGES = CURATE_STAGES
 
 
-@pytest.fixture(scope="module")
-def recipe(sample_data, tmp_path_factory) -> Path:
-    root, _, _ = sample_data
-    return write_recipe(tmp_path_factory.mktemp("recipe") / "curate.yaml", root / "laion.parquet")
+@pytest.fixture
+def recipe(curate_recipe: Path) -> Path:
+    return curate_recipe
 
 
-@pytest.fixture(scope="module")
-def reference(recipe, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ref") / "out"
-    r = cli("build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "stage validate" in r.stdout and "UNBALANCED" not in r.stdout
-    return out
+@pytest.fixture
+def reference(curate_reference: Path) -> Path:
+    """The session's curate build of the sample rows (tests/builds.py), shared read-only with test_trace_curate."""
+    return curate_reference
 
 
 def keys_of(out: Path) -> list[str]:
@@ -91,24 +88,18 @@ def test_output_loads_with_webdataset_datasets_and_ray(reference, engine):
     assert len(set(keys_of(reference))) == st["rows_out"]
 
 
-def test_same_config_twice_is_byte_identical(reference, recipe, tmp_path):
-    out = tmp_path / "again"
-    r = cli("build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress")
-    assert r.returncode == 0, r.stderr[-3000:]
-    for stage in STAGES:
-        assert stage_shards(out, stage) == stage_shards(reference, stage), stage
-
-
-@pytest.mark.parametrize("stage,marker", [
-    ("download", "download/_manifest.jsonl"),
-    ("validate", "validate/_work/pass1/_manifest.jsonl"),
-    ("validate", "validate/_manifest.jsonl"),
-])
-def test_sigkill_then_resume_matches_uninterrupted(reference, recipe, tmp_path, stage, marker):
+def test_sigkills_then_resume_match_an_uninterrupted_build(reference, recipe, tmp_path):
+    """One build killed at three points in turn (in download, in validate's first pass, in its
+    second), each rerun resuming the last one's leftovers; the end must be byte-identical to the
+    session's uninterrupted build, which also shows that the same config gives the same bytes.
+    (One chain instead of three separate kill tests: each of those rebuilt everything.)"""
     out = tmp_path / "killed"
     args = ["build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress"]
-    kill_build_when(args, lambda: manifest_lines(out / marker) >= 2)
-    assert not (out / stage / "_stats.json").exists(), "the kill came after the stage finished"
+    for stage, marker in (("download", "download/_manifest.jsonl"),
+                          ("validate", "validate/_work/pass1/_manifest.jsonl"),
+                          ("validate", "validate/_manifest.jsonl")):
+        kill_build_when(args, lambda: manifest_lines(out / marker) >= 2)
+        assert not (out / stage / "_stats.json").exists(), f"the kill came after {stage} finished"
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     for s in STAGES:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from fusionweave.pipelines.shard_sink import write_shard
+from fusionweave.pipelines.storage.shard_sink import write_shard
 from tests.helpers import ROOT
 from tests.test_experts import TAGS
 

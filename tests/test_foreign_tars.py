@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from fusionweave.pipelines.select.inputs import InputError, plan_parts
-from fusionweave.pipelines.shard_source import (SHARD_SUFFIXES, Broken, ImageSample, Sample, iter_image_samples,
+from fusionweave.pipelines.storage.shard_source import (SHARD_SUFFIXES, Broken, ImageSample, Sample, iter_image_samples,
                                                 iter_shard, shards_in)
 from fusionweave.trainers.shard_plan import shard_counts
 from tests.helpers import all_rejects, cli

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from fusionweave.pipelines.curate.safe_http import build_opener, classify_error
-from fusionweave.pipelines.sample_server import SampleServer
+from fusionweave.pipelines.fixtures.sample_server import SampleServer
 from fusionweave.transforms.url_safety import AddressPolicy
 from tests.helpers import all_rejects, curate_and_verify, write_recipe
 

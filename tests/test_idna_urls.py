@@ -111,7 +111,7 @@ def _jpeg(seed: int) -> bytes:
 
 @pytest.mark.heavy
 def test_idna_hosts_through_the_cli(tmp_path):
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fusionweave.pipelines.sample_laion import avif_mif1
+from fusionweave.pipelines.fixtures.sample_laion import avif_mif1
 from fusionweave.transforms import image_validate
 from fusionweave.transforms.image_validate import ImageLimits, sniff_format, validate_image
 from tests.helpers import curate_and_verify, write_recipe
@@ -71,7 +71,7 @@ def test_sniff_fast_path():
 
 @pytest.mark.heavy
 def test_mif1_avif_through_the_cli(tmp_path):
-    from fusionweave.pipelines.sample_server import SampleServer
+    from fusionweave.pipelines.fixtures.sample_server import SampleServer
 
     images = tmp_path / "images"
     images.mkdir()

@@ -6,34 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
-import yaml
 from PIL import Image
 
-from fusionweave.pipelines.mcl.sample_data import PLANTED, frame_colour
-from fusionweave.pipelines.shard_source import Sample, iter_shard
+from fusionweave.pipelines.fixtures.sample_mcl import PLANTED, frame_colour
+from fusionweave.pipelines.storage.shard_source import Sample, iter_shard
 from tests.helpers import cli, kill_build_when, manifest_lines
 from fusionweave.transforms.mcl import audio_fbank, pointcloud, video_frames
 
 pytestmark = pytest.mark.heavy
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("mcl")
-    r = cli("sample-mcl", "--out", str(root / "src"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    recipe = root / "src" / "mcl.yaml"
-    out = root / "build"
-    r = cli("build", "mcl", "--config", str(recipe), "--out", str(out), "--no-progress")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {"out": out, "recipe": recipe, "src": root / "src", "stdout": r.stdout,
-            "cfg": yaml.safe_load(recipe.read_text())["mcl"]}
+@pytest.fixture
+def built(mcl_built: dict) -> dict:
+    """The session's MCL build (tests/builds.py), shared read-only with test_view_mcl."""
+    return mcl_built
 
 
 def samples(out: Path, rel: str) -> list[dict]:
@@ -186,12 +179,14 @@ def test_training_reads_the_stage_manifest(built: dict) -> None:
                                                        "audiocaps_test", "clotho"}
 
 
-def test_card_and_verify(built: dict) -> None:
+def test_card_and_verify(built: dict, tmp_path: Path) -> None:
     r = cli("verify", str(built["out"]))
     assert r.returncode == 0, r.stderr
-    r = cli("card", str(built["out"]))
+    out = tmp_path / "build"  # the card is written into the build: a copy, the session's stays as built
+    shutil.copytree(built["out"], out)
+    r = cli("card", str(out))
     assert r.returncode == 0, r.stderr
-    card = (built["out"] / "README.md").read_text()
+    card = (out / "README.md").read_text()
     assert "config_name: video" in card and "path: mcl/depth/test_ood/*/shard-*.tar" in card
     assert "| video | train | caption | msrvtt_caption | 3 |" in card
 
@@ -207,10 +202,16 @@ def test_missing_depth_model_fails_before_work(built: dict, tmp_path: Path) -> N
 def test_kill_mid_build_resumes_to_the_same_shards(built: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["build", "mcl", "--config", str(built["recipe"]), "--out", str(out), "--no-progress"]
-    kill_build_when(args, lambda: manifest_lines(out / "mcl" / "_manifest.jsonl") >= 6)
+    # the plan and 3 of 19 parts: the depth step's parts commit in a burst near the stage's end
+    kill_build_when(args, lambda: manifest_lines(out / "mcl" / "_manifest.jsonl") >= 4)
     assert not (out / "mcl" / "_stats.json").exists()
+    records = [json.loads(p.read_text()) for p in (out / "mcl" / "_parts").rglob("*.json")]
+    committed = {e["shard"]: (out / "mcl" / e["shard"]).stat().st_mtime_ns for e in records if e.get("shard")}
+    assert committed
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
+    # committed parts (records nested under their modality/split/source) are not done again
+    assert {s: (out / "mcl" / s).stat().st_mtime_ns for s in committed} == committed
 
     def digests(o: Path) -> dict:
         return {e["part"]: e.get("sha256") for e in map(json.loads, (o / "mcl" / "_manifest.jsonl").read_text().splitlines())}

@@ -11,7 +11,7 @@ from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.mcl import hygiene
 from fusionweave.pipelines.mcl.config import MclConfig, SourceConfig
 from fusionweave.pipelines.mcl.pipeline import check_files, check_stages, plan, split_check
-from fusionweave.pipelines.mcl.sample_data import generate
+from fusionweave.pipelines.fixtures.sample_mcl import generate
 from fusionweave.pipelines.mcl.sources import SPECS, read_source
 
 
@@ -254,7 +254,7 @@ def test_exports_read_back_as_the_original_format(recipe: dict, tmp_path: Path) 
 
 def test_image_media_checks_reuse_validation() -> None:
     from fusionweave.pipelines.mcl.media import MediaError, valid_image
-    from fusionweave.pipelines.mcl.sample_data import jpg
+    from fusionweave.pipelines.fixtures.sample_mcl import jpg
 
     with pytest.raises(MediaError) as err:
         valid_image(b"\xff\xd8\xff truncated", "original")

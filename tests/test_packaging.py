@@ -87,3 +87,14 @@ def test_wheel_install_runs_outside_the_checkout(wheel: Path, tmp_path: Path) ->
     r = subprocess.run([str(venv / "bin" / "python"), "-m", "fusionweave.orchestration.cli", "--help"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and "build" in r.stdout
+
+
+def test_the_cli_starts_without_torch() -> None:
+    # every `fusionweave` call (and every CLI test) paid ~1.5 s for torch through the method
+    # registry and webdataset; commands that run models import it when they run
+    code = ("import sys\nfrom fusionweave.orchestration import cli\n"
+            "rc = cli.main(['build', 'curate', '--config', '/nonexistent/recipe.yaml', '--out', '/nonexistent/out'])\n"
+            "print(rc, 'fusionweave.orchestration.commands' in sys.modules, "
+            "sorted({'torch', 'webdataset', 'ray'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "2 True []", r.stdout + r.stderr

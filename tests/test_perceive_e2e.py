@@ -14,54 +14,23 @@ import pytest
 import yaml
 from PIL import Image
 
-from fusionweave.pipelines.shard_sink import write_shard
+from tests.builds import perceive_args, perceive_recipe
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
-from tests.test_experts import TAGS, picture
 
 pytestmark = pytest.mark.heavy
+recipe, build = perceive_recipe, perceive_args
 
 
-def sample(key: str, data: bytes, ext: str = "png") -> dict:
-    return {"__key__": key, ext: data, "txt": f"alt text {key}", "json": {"key": key, "url": f"http://example.test/{key}"}}
+@pytest.fixture
+def data(perceive_data: dict) -> dict:
+    """The session's perceive input and tiny models (tests/builds.py), shared with test_view_perceive."""
+    return perceive_data
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2
-
-    root = tmp_path_factory.mktemp("perceive-data")
-    shards = [[sample(f"s{s}-{i}", picture(10 * s + i, (480, 320), [("OPEN DATA", (60, 200))])) for i in range(6)]
-              for s in range(4)]
-    shards[1][2] = sample("corrupt", b"\xff\xd8\xff\xe0 not a jpeg at all", "jpg")     # unreadable header: reject
-    shards[2][4] = sample("truncated-png", picture(99, (480, 320))[:300])             # header ok, pixels not
-    shards[3][0] = {"__key__": "no-image", "txt": "x", "json": {"url": "http://example.test/no-image"}}
-    folder = root / "shards"
-    folder.mkdir()
-    for n, samples in enumerate(shards):
-        write_shard(folder / f"in-{n:02d}.tar", samples)
-    last = folder / "in-03.tar"
-    last.write_bytes(last.read_bytes()[: int(last.stat().st_size * 0.7)])
-    vocab = root / "tags.txt"
-    vocab.write_text("\n".join(TAGS))
-    return {"folder": folder, "clip": make_tiny_clip_pair(root / "clip", TAGS),
-            "owl": make_tiny_owlv2(root / "owl", TAGS), "depth": make_tiny_depth(root / "depth"), "vocab": vocab}
-
-
-def recipe(data: dict, path: Path, folder: Path | None = None) -> Path:
-    cfg = {"input": [str(folder or data["folder"])], "chunk_size": 3,
-           "tagger": {"model": str(data["clip"]), "vocabulary": str(data["vocab"]), "threshold": 0.0, "top_k": 3,
-                      "batch_size": 3},
-           "detector": {"model": "yolov8n.yaml", "confidence": 0.0, "max_det": 10, "image_size": 320, "batch_size": 3},
-           "ovd": {"model": str(data["owl"]), "confidence": 0.0, "batch_size": 3},
-           "boxes": {"min_score": 0.0, "max_boxes": 8},
-           "ocr": {"min_confidence": 0.5, "batch_size": 3},
-           "depth": {"model": str(data["depth"]), "batch_size": 3}}
-    path.write_text(yaml.safe_dump({"seed": 0, "perceive": cfg}))
-    return path
-
-
-def build(cfg: Path, out: Path) -> list[str]:
-    return ["build", "perceive", "--config", str(cfg), "--out", str(out), "--no-progress", "--num-cpus", "2"]
+@pytest.fixture
+def reference(perceive_reference: Path) -> Path:
+    """The session's perceive build of `data` (tests/builds.py), shared read-only with test_view_perceive."""
+    return perceive_reference
 
 
 def members(out: Path, by_shard: bool = False) -> dict[str, dict[str, bytes]]:
@@ -72,14 +41,6 @@ def members(out: Path, by_shard: bool = False) -> dict[str, dict[str, bytes]]:
                 key, ext = m.name.split(".", 1)
                 found.setdefault(f"{shard.name}/{key}" if by_shard else key, {})[ext] = tf.extractfile(m).read()
     return found
-
-
-@pytest.fixture(scope="module")
-def reference(data: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("perceive-ref") / "out"
-    r = cli(*build(recipe(data, out.parent / "perceive.yaml"), out))
-    assert r.returncode == 0, r.stderr[-4000:]
-    return out
 
 
 def test_every_sample_carries_the_experts(reference: Path) -> None:
@@ -137,34 +98,34 @@ def test_missing_model_fails_before_work(data: dict, tmp_path: Path) -> None:
     assert r.returncode == 2 and "model is required" in r.stderr
 
 
-def test_kill_mid_stage_resumes_to_the_same_result(data: dict, tmp_path: Path) -> None:
+def test_kill_mid_stage_resumes_to_the_same_result(data: dict, reference: Path, tmp_path: Path) -> None:
     import shutil
 
     many = tmp_path / "many"  # enough parts that the kill lands between them
     many.mkdir()
-    for i in range(8):
+    for i in range(6):
         shutil.copy(data["folder"] / f"in-0{i % 3}.tar", many / f"in-{i:02d}.tar")
-    ref, out = tmp_path / "ref", tmp_path / "out"
+    out = tmp_path / "out"
     cfg = recipe(data, tmp_path / "perceive.yaml", many)
-    r = cli(*build(cfg, ref))
-    assert r.returncode == 0, r.stderr[-3000:]
     manifest = out / "perceive" / "_manifest.jsonl"
     kill_build_when(build(cfg, out), lambda: manifest_lines(manifest) >= 2)
-    assert 2 <= manifest_lines(manifest) < 8
+    assert 2 <= manifest_lines(manifest) < 6
     r = cli(*build(cfg, out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already done, resuming" in r.stderr
-    # the same samples with the same members; experts.json equal but for the measured seconds
-    assert sorted(stage_shards(out, "perceive")) == sorted(stage_shards(ref, "perceive"))
-    a, b = members(out, by_shard=True), members(ref, by_shard=True)
-    assert a.keys() == b.keys()
+    # part i copies the session's input i % 3, so its shard must hold what the uninterrupted
+    # reference build wrote for that input: the same members, experts.json equal but for seconds
+    a, b = members(out, by_shard=True), members(reference, by_shard=True)
+    assert len({k.split("/")[0] for k in a}) == 6
     for key in a:
-        assert a[key].keys() == b[key].keys()
+        shard, sample = key.split("/")
+        twin = f"shard-{int(shard[6:12]) % 3:06d}.tar/{sample}"
+        assert a[key].keys() == b[twin].keys(), key
         for ext in a[key]:
             if ext == "experts.json":
-                assert untimed(a[key][ext]) == untimed(b[key][ext]), key
+                assert untimed(a[key][ext]) == untimed(b[twin][ext]), key
             else:
-                assert a[key][ext] == b[key][ext], (key, ext)
+                assert a[key][ext] == b[twin][ext], (key, ext)
     assert not [p for p in visible_files(out) if ".tmp-" in p.name]
 
 

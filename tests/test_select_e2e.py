@@ -3,7 +3,6 @@ images are found, every row is accounted for, bad inputs become rejects, a kill 
 embedding resumes to the identical result."""
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -12,80 +11,25 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
-from PIL import Image, ImageDraw
 
-from fusionweave.pipelines.shard_sink import write_shard
+from tests.builds import SELECT_STAGES, select_args, select_recipe
 from tests.helpers import all_rejects, cli, kill_build_when, manifest_lines, stage_shards, visible_files
 
 pytestmark = pytest.mark.heavy
-STAGES = ["embed", "cluster", "select"]
+STAGES = SELECT_STAGES
+recipe, build = select_recipe, select_args
 
 
-def picture(rng: np.random.Generator, fmt: str = "JPEG") -> bytes:
-    # large enough that decoding takes a moment: the kill test needs time between parts
-    img = Image.new("RGB", (960, 800), tuple(int(c) for c in rng.integers(0, 256, 3)))
-    d = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = (int(v) for v in rng.integers(0, 600, 2))
-        box = (x0, y0, x0 + int(rng.integers(100, 360)), y0 + int(rng.integers(100, 360)))
-        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=fill)
-    buf = io.BytesIO()
-    img.save(buf, fmt)
-    return buf.getvalue()
+@pytest.fixture
+def data(select_data: dict) -> dict:
+    """The session's select input (tests/builds.py), shared with test_trace_select."""
+    return select_data
 
 
-def sample(key: str, data: bytes, ext: str = "jpg") -> dict:
-    return {"__key__": key, ext: data, "txt": f"caption {key}", "json": {"key": key, "url": f"http://example.test/{key}"}}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """6 shards of 12 samples; copies of earlier images planted later under new keys; one
-    corrupt image, one sample without an image and a truncated last shard."""
-    from fusionweave.experts.tiny_models import make_tiny_clip
-
-    root = tmp_path_factory.mktemp("select-data")
-    rng = np.random.default_rng(0)
-    shards = [[sample(f"s{s}-{i:02d}", picture(rng)) for i in range(12)] for s in range(6)]
-    planted = {}  # copy key -> original key
-    for s, i, src in [(2, 3, (0, 1)), (4, 5, (0, 1)), (3, 7, (1, 4)), (5, 0, (2, 9))]:
-        orig = shards[src[0]][src[1]]
-        shards[s][i] = sample(f"copy-{s}-{i}", orig["jpg"])
-        planted[f"copy-{s}-{i}"] = orig["__key__"]
-    # the same pixels re-encoded losslessly as PNG: a different file, the same embedding
-    png = io.BytesIO()
-    Image.open(io.BytesIO(shards[1][2]["jpg"])).save(png, "PNG")
-    shards[4][8] = sample("png-copy", png.getvalue(), "png")
-    planted["png-copy"] = shards[1][2]["__key__"]
-    shards[3][1] = sample("corrupt", b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    shards[2][6] = {"__key__": "no-image", "txt": "x", "json": {"url": "http://example.test/no-image"}}
-    folder = root / "shards"
-    folder.mkdir()
-    for n, samples in enumerate(shards):
-        write_shard(folder / f"in-{n:02d}.tar", samples)
-    write_shard(folder / "in-06.tar", [sample("only-corrupt", b"GIF89a broken")])  # a part with no embeddings
-    last = folder / "in-05.tar"
-    last.write_bytes(last.read_bytes()[: int(last.stat().st_size * 0.6)])
-    model = make_tiny_clip(root / "tiny-clip")
-    return {"folder": folder, "model": model, "planted": planted, "root": root}
-
-
-def recipe(data: dict, path: Path, **over: object) -> Path:
-    sel = {"input": [str(data["folder"])], "embed": {"model": str(data["model"]), "batch_size": 4},
-           "cluster": {"clusters": 3, "niter": 10}, "semdedup": {"eps": 0.0001}, "top_n": {"n": None}}
-    for dotted, v in over.items():
-        if "__" in dotted:
-            sec, key = dotted.split("__")
-            sel[sec][key] = v
-        elif v is None:
-            sel.pop(dotted)
-    path.write_text(yaml.safe_dump({"seed": 0, "select": sel}))
-    return path
-
-
-def build(cfg: Path, out: Path, *extra: str) -> list[str]:
-    return ["build", "select", "--config", str(cfg), "--out", str(out), "--no-progress", "--num-cpus", "2", *extra]
+@pytest.fixture
+def reference(select_reference: Path) -> Path:
+    """The session's select build of `data` (tests/builds.py), shared read-only with test_trace_select."""
+    return select_reference
 
 
 def keys_in(out: Path) -> list[str]:
@@ -93,14 +37,6 @@ def keys_in(out: Path) -> list[str]:
 
     files = sorted(str(p) for p in (out / "select").glob("shard-*.tar"))
     return [s["__key__"] for s in wds.WebDataset(files, shardshuffle=False)] if files else []
-
-
-@pytest.fixture(scope="module")
-def reference(data: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("select-ref") / "out"
-    r = cli(*build(recipe(data, out.parent / "select.yaml"), out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
 
 
 def test_planted_duplicates_and_accounting(data: dict, reference: Path) -> None:
@@ -170,10 +106,9 @@ def test_resume_after_kill_during_embedding(data: dict, reference: Path, tmp_pat
     args = build(recipe(data, tmp_path / "select.yaml", embed__read_cpus=1.5), out)
     kill_build_when(args, lambda: manifest_lines(out / "embed" / "_manifest.jsonl") >= 2)
     assert not (out / "embed" / "_stats.json").exists(), "the kill came after embedding finished"
-    # finished = recorded in the manifest (a worker may have written a shard whose line the
-    # driver had not appended yet when the kill came: that part is done again, identically)
-    recorded = [json.loads(ln)["shard"] for ln in (out / "embed" / "_manifest.jsonl").read_text().splitlines()
-                if ln.strip().endswith("}")]
+    # finished = a part record committed (a worker may have written a shard whose record was not
+    # created yet when the kill came: that part is done again, identically)
+    recorded = [json.loads(p.read_text())["shard"] for p in sorted((out / "embed" / "_parts").glob("*.json"))]
     before = {n: ((out / "embed" / n).stat().st_mtime_ns, (out / "embed" / n).stat().st_ino) for n in recorded}
     assert before
     r = cli(*args)
@@ -210,6 +145,7 @@ def test_ray_shuffle_and_local_grouping_decide_alike(reference: Path, tmp_path: 
 
     from fusionweave.orchestration.ray_engine import RayEngine
     from fusionweave.pipelines.select.choose import decide_bucket
+    from fusionweave.pipelines.storage.published import published_files
 
     cfg = yaml.safe_load((reference.parent / "select.yaml").read_text())["select"]
     from fusionweave.pipelines.select.config import SelectConfig
@@ -220,7 +156,7 @@ def test_ray_shuffle_and_local_grouping_decide_alike(reference: Path, tmp_path: 
     results = {}
     for name, eng in [("local", engine), ("shuffle", RayEngine(local_group_max_rows=0, local_group_max_bytes=0))]:
         eng.group_apply(paths, cols, "bucket", fn, tmp_path / name, desc=name)
-        t = pa.concat_tables([pq.read_table(f) for f in sorted((tmp_path / name).glob("*.parquet"))])
+        t = pa.concat_tables([pq.read_table(f) for f in published_files(tmp_path / name)])
         results[name] = t.sort_by([("part", "ascending"), ("idx", "ascending")]).to_pylist()
     assert results["local"] == results["shuffle"]
     assert len(results["local"]) == sum(pq.ParquetFile(p).metadata.num_rows for p in paths)

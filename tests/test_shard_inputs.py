@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fusionweave.pipelines.build_folder import IncompleteStage
+from fusionweave.pipelines.storage.build_folder import IncompleteStage
 from fusionweave.pipelines.select.inputs import plan_parts
 
 

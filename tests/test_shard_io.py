@@ -5,9 +5,9 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from fusionweave.pipelines.atomic import atomic_path
-from fusionweave.pipelines.shard_sink import write_shard
-from fusionweave.pipelines.shard_source import Broken, Sample, iter_shard, unsafe_member
+from fusionweave.pipelines.storage.atomic import atomic_path
+from fusionweave.pipelines.storage.shard_sink import write_shard
+from fusionweave.pipelines.storage.shard_source import Broken, Sample, iter_shard, unsafe_member
 
 
 def samples(n=5):

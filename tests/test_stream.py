@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fusionweave.pipelines.shard_sink import write_shard
+from fusionweave.pipelines.storage.shard_sink import write_shard
 from fusionweave.trainers.shard_plan import collection_order, plan_epoch, shard_counts
 from fusionweave.trainers.stream import Mixture, ResumableLoader, ShardStream, ray_batches
 
