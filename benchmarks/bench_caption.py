@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmarks.common  # noqa: E402,F401  (quiet environment)
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from fusionweave.experts.base import Resources  # noqa: E402
 from fusionweave.experts.captioners import TransformersCaptioner  # noqa: E402
 from fusionweave.experts.openai_captioner import OpenAICaptioner  # noqa: E402
@@ -81,12 +80,14 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--requests", type=int, default=8, help="openai: requests in flight")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-caption"))
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"images": 8, "per_shard": 4, "batch": 4, "max_new_tokens": 8}})
+    results = []
     model = args.work / "llava"
     if not model.exists():
         make_tiny_llava(model)
-    make_shards(args.work / "shards", args.images, args.per_shard)
-    parts = plan_parts([args.work / "shards"])
+    shards = args.work / f"shards-{args.images}-{args.per_shard}"  # made once per size
+    make_shards(shards, args.images, args.per_shard)
+    parts = plan_parts([shards])
     template = Template.load()
     res = Resources(num_cpus=0.5, batch_size=args.batch, threads=1)
     with RayEngine(num_cpus=2, progress=False) as engine:
@@ -99,8 +100,9 @@ def main() -> None:
         for b in batches(parts, template, args.batch):
             bare_cap.generate([decode_rgb(x) for x in b["image"]], list(b["prompt"]))
         bare = time.perf_counter() - t0
-        print("transformers", json.dumps({"bare_s": round(bare, 2), "ours_s": round(ours, 2),
-                                          "ratio": round(bare / ours, 2)}), flush=True)
+        results.append(Result("caption/transformers", f"caption stage on Ray (tiny random LLaVA, {args.max_new_tokens} "
+                              f"new tokens) vs bare TransformersCaptioner.generate, {args.images} images",
+                              args.images / ours, args.images / bare, "captions/s", ">= 0.9"))
 
         with ChatServer(str(model), max_new_tokens=args.max_new_tokens) as srv:
             def openai(cache: str) -> OpenAICaptioner:
@@ -120,9 +122,10 @@ def main() -> None:
                 replies = list(pool.map(lambda body: client.post("/chat/completions", json=body).json(), bodies))
             bare = time.perf_counter() - t0
             assert all(r["choices"][0]["message"]["content"] is not None for r in replies)
-            print("openai", json.dumps({"bare_s": round(bare, 2), "ours_s": round(ours, 2), "ratio": round(bare / ours, 2),
-                                        "ours_captions_per_s": round(args.images / ours, 1),
-                                        "bare_captions_per_s": round(args.images / bare, 1)}), flush=True)
+            results.append(Result("caption/openai", f"caption stage with the openai captioner vs a bare httpx pool, "
+                                  f"{args.requests} in flight, one loopback server, {args.images} images",
+                                  args.images / ours, args.images / bare, "captions/s"))
+    emit(results, args)
 
 
 if __name__ == "__main__":

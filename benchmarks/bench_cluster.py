@@ -9,7 +9,6 @@ cluster's shards are checked to be byte-identical to the single node's.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmarks.common  # noqa: E402,F401  (env defaults)
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from benchmarks.bench_download import make_images  # noqa: E402
 from benchmarks.bench_s3 import build, shard_digests  # noqa: E402
 
@@ -36,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--per-shard", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"n": 60, "per_shard": 20, "rounds": 1}})
 
     from ray.cluster_utils import Cluster
 
@@ -66,9 +65,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     best = {k: min(v) for k, v in times.items()}
-    print(json.dumps({"images": args.n, "one_node_s": [round(t, 1) for t in times["one_node"]],
-                      "two_nodes_s": [round(t, 1) for t in times["two_nodes"]],
-                      "ratio_best": round(best["one_node"] / best["two_nodes"], 2), "identical_shards": True}))
+    emit([Result("curate, 2-node cluster", f"whole curate build on 2 simulated 1-CPU nodes vs one 2-CPU node, "
+                 f"{args.n} images, best of {args.rounds}, shards identical", args.n / best["two_nodes"],
+                 args.n / best["one_node"], "images/s", ">= 0.9",
+                 {"one_node_s": [round(t, 2) for t in times["one_node"]],
+                  "two_nodes_s": [round(t, 2) for t in times["two_nodes"]]})], args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmarks.common  # noqa: E402,F401  (env defaults)
+from benchmarks.common import Result, emit, parse  # noqa: E402
 
 
 def make_images(root: Path, n: int, base_url: str) -> Path:
@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=16)
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"n": 40}})
     tmp = Path(tempfile.mkdtemp(prefix="fw-bench-dl-"))
     per_shard = max(50, args.n // 8)
     try:
@@ -87,10 +87,9 @@ def main() -> None:
             t_bare = run_img2dataset(parquet, tmp / "bare", 2, args.threads, per_shard)
             t_ours, st = run_ours(parquet, tmp / "ours", args.threads, per_shard)
         assert st["rows_out"] == args.n, st
-        print(f"{args.n} JPEGs 640x512 on 127.0.0.1")
-        print(f"bare img2dataset (2 processes x {args.threads} threads): {args.n / t_bare:7.1f} images/s")
-        print(f"fusionweave download+validate on Ray          : {args.n / t_ours:7.1f} images/s  "
-              f"ratio {t_bare / t_ours:.2f}x of bare")
+        emit([Result("download + validate", f"curate download + validate on Ray vs bare img2dataset "
+                     f"(2 processes x {args.threads} threads), {args.n} JPEGs 640x512 on 127.0.0.1",
+                     args.n / t_ours, args.n / t_bare, "images/s", ">= 1.0")], args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

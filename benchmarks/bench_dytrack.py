@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from fusionweave.trainers.dytrack.config import ModelConfig
 from fusionweave.trainers.dytrack.model import DyTrackNet
 
@@ -26,7 +28,7 @@ REAL = ModelConfig(dim=768, depth=12, heads=12, mlp_ratio=4, patch=16, template_
                    exits=[4, 8, 12], head_dim=256)
 
 
-def real_size(frames: int, repeat: int) -> dict[str, float]:
+def real_size(frames: int, repeat: int) -> list[Result]:
     torch.manual_seed(0)
     net = DyTrackNet(REAL).eval()
     t = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
@@ -41,12 +43,12 @@ def real_size(frames: int, repeat: int) -> dict[str, float]:
                 net.track_step(t, s[i], th)
             best[name] = min(best[name], time.perf_counter() - t0)
     fps = {k: frames / v for k, v in best.items()}
-    full = fps["full (12 layers)"]
-    return {**{f"fps {k}": round(v, 2) for k, v in fps.items()},
-            **{f"speed-up {k}": round(v / full, 2) for k, v in fps.items() if k != "full (12 layers)"}}
+    full = fps.pop("full (12 layers)")
+    return [Result(f"dytrack/{k}", f"OSTrack-B size (random weights) stopping at {k} vs the full 12 layers, "
+                   f"{frames} frames", v, full, "frames/s") for k, v in fps.items()]
 
 
-def trained(checkpoint: Path, data: list[Path], sweep: list[float], tol: float) -> dict[str, object]:
+def trained(checkpoint: Path, data: list[Path], sweep: list[float], tol: float) -> list[Result]:
     from fusionweave.trainers.dytrack.config import TrackConfig
     from fusionweave.trainers.dytrack.data import read_sequences
     from fusionweave.trainers.dytrack.evaluate import score, sequence_names, track_all
@@ -66,8 +68,11 @@ def trained(checkpoint: Path, data: list[Path], sweep: list[float], tol: float) 
     full = runs[2.0]
     ok = [th for th in sweep if runs[th]["auc"] >= full["auc"] - tol]
     pick = max(ok, key=lambda th: runs[th]["fps"]) if ok else None
-    return {"full": full, "sweep": {str(th): runs[th] for th in sweep}, "equal_auc_threshold": pick,
-            "speed_up_at_equal_auc": round(runs[pick]["fps"] / full["fps"], 2) if pick is not None else None}
+    if pick is None:
+        return []
+    return [Result("dytrack/trained, equal AUC", f"the fastest exit threshold ({pick}) within {tol} AUC of full depth "
+                   f"vs full depth, trained tracker, {len(seqs)} sequences", runs[pick]["fps"], full["fps"], "frames/s",
+                   None, {"full": full, "sweep": {str(th): runs[th] for th in sweep}})]
 
 
 def main() -> None:
@@ -79,13 +84,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, nargs="+", help="tracking shards (a stage folder or shard files)")
     ap.add_argument("--sweep", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
     ap.add_argument("--auc-tol", type=float, default=1.0, help="AUC points (percent) counted as equal")
-    a = ap.parse_args()
+    a = parse(ap, {"ci": {"frames": 2, "repeat": 1}})
     torch.set_num_threads(a.threads)
-    out: dict[str, object] = {"real_size_random_weights": real_size(a.frames, a.repeat)}
-    print(json.dumps(out, indent=1), flush=True)
+    results = real_size(a.frames, a.repeat)
     if a.checkpoint is not None and a.data is not None:
-        out["trained"] = trained(a.checkpoint, a.data, [float(x) for x in a.sweep.split(",")], a.auc_tol)
-        print(json.dumps(out["trained"], indent=1))
+        results += trained(a.checkpoint, a.data, [float(x) for x in a.sweep.split(",")], a.auc_tol)
+    emit(results, a)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmarks.common  # noqa: E402,F401  (quiet environment)
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from fusionweave.trainers.core.loop import fit  # noqa: E402
 from fusionweave.trainers.eve.data import ConversationLoader, Encoder, shard_loader, to_device  # noqa: E402
 from fusionweave.trainers.eve.image import num_tokens  # noqa: E402
@@ -462,7 +462,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers for the loaders")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-eve"))
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"parts": ["tiny", "data"], "samples": 64, "tiny_repeat": 1, "data_repeat": 1,
+                             "workers": [0]}})
     torch.set_num_threads(args.threads)
     res: dict[str, Any] = {}
     if "tiny" in args.parts:
@@ -471,7 +472,28 @@ def main() -> None:
         res["real"] = bench_real(args, res.get("tiny"))
     if "data" in args.parts:
         res["data"] = bench_data(args, res.get("real"))
-    print(json.dumps(res))
+    emit(results(res, args), args)
+
+
+def results(res: dict[str, Any], args: argparse.Namespace) -> list[Result]:
+    """Best run against best run (the least disturbed of each side); medians in the details."""
+    out = [Result(f"eve/train tiny, stage {st[-1]}", f"core fit vs a bare PyTorch loop, tiny EVE, 1 thread, "
+                  f"{args.tiny_repeat} pairs", r["ours_best_tokens_per_s"], r["bare_best_tokens_per_s"], "tokens/s",
+                  ">= 0.9", r) for st, r in res.get("tiny", {}).items()]
+    if "real" in res:
+        r = res["real"]
+        out.append(Result(f"eve/train {args.arch}", f"core fit vs a bare PyTorch loop, stage {args.stage}, "
+                          f"{r['parameters_M']}M parameters (random weights), {args.repeat} pairs",
+                          r["ours_best_tokens_per_s"], r["bare_best_tokens_per_s"], "tokens/s", ">= 0.9", r))
+    data = res.get("data", {})
+    for key, r in data.items():
+        if isinstance(r, dict) and "vs_trainer" in r:
+            size, kind = key.split("_", 1)
+            trainer = (data["tiny_trainer_samples_per_s"][kind.rsplit("_", 1)[0]] if size == "tiny"
+                       else res["real"]["bare_best_samples_per_s"])
+            out.append(Result(f"eve/data {size} {kind}", f"the loader's samples/s vs the {size} trainer's bare "
+                              f"samples/s", r["samples_per_s"], trainer, "samples/s", ">= 5.0", r))
+    return out
 
 
 if __name__ == "__main__":

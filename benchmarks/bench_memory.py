@@ -21,7 +21,7 @@ import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import laion_parquet  # noqa: E402
+from benchmarks.common import Result, emit, laion_parquet, parse  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def peak_rss(cmd: list[str]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"rows": 2_000}})
     tmp = Path(tempfile.mkdtemp(prefix="fw-bench-mem-"))
     results = {}
     for n in (args.rows, args.rows * 10):
@@ -65,9 +65,8 @@ def main() -> None:
                                "--out", str(tmp / f"out{n}"), "--stages", "metadata", "--no-progress",
                                "--num-cpus", "2"])
     (a, ta), (b, tb) = results[args.rows], results[args.rows * 10]
-    print("metadata stage, peak USS of the process tree (driver + Ray):")
-    print(f"  {args.rows:>10,} rows: {a:8.0f} MiB  ({ta:.1f}s)")
-    print(f"  {args.rows * 10:>10,} rows: {b:8.0f} MiB  ({tb:.1f}s)  ratio {b / a:.2f}x for 10x the input")
+    emit([Result("memory, metadata stage", f"peak USS of the process tree (driver + Ray), {args.rows * 10:,} rows "
+                 f"vs {args.rows:,}", b, a, "MiB", "<= 1.2", {"seconds": [round(ta, 1), round(tb, 1)]})], args)
 
 
 if __name__ == "__main__":

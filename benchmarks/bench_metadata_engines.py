@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import laion_parquet  # noqa: E402
+from benchmarks.common import Result, emit, laion_parquet, parse  # noqa: E402
 
 
 def bare_loop(src: Path, out: Path) -> int:
@@ -62,7 +62,7 @@ def ours(src: Path, out: Path, engine_name: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5_000_000)
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"rows": 20_000}})
     src = laion_parquet(Path("/tmp/fusionweave-bench") / f"laion-{args.rows}.parquet", args.rows)
     tmp = Path(tempfile.mkdtemp(prefix="fw-bench-engines-"))
     times, kept = {}, {}
@@ -76,9 +76,10 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = times["bare pyarrow loop"]
-    print(f"{args.rows:,} rows")
-    for name, t in times.items():
-        print(f"{name:<42} {args.rows / t:>12,.0f} rows/s  {base / t:5.2f}x of bare  (kept {kept[name]:,})")
+    emit([Result(f"metadata stage, {name}", f"the whole metadata stage vs a bare pyarrow loop, {args.rows:,} rows",
+                 args.rows / times[label], args.rows / base, "rows/s", ">= 0.5",
+                 {"kept": kept[label], "bare_kept": kept["bare pyarrow loop"]})
+          for name, label in (("Ray", "Ray engine"), ("Beam", "Beam engine (FnApiRunner, 2 processes)"))], args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import benchmarks.common  # noqa: E402,F401  (quiet environment)
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from fusionweave.experts.base import run_chain_locally  # noqa: E402
 from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
 from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
@@ -105,11 +105,25 @@ def run_args() -> argparse.ArgumentParser:
     return ap
 
 
+CI_SIZES = {"ci": {"images": 8, "per_shard": 4, "batch": 4}}
+
+
+def side_by_side(name: str, compares: str, cfg: PerceiveConfig, parts: list[dict], work: Path, engine: RayEngine,
+                 images: int) -> Result:
+    """One expert's stage run vs its bare loop, after a warm-up run (actor and worker start-up
+    and model load are not the comparison)."""
+    ours(cfg, parts, work / "warm", engine)
+    t_ours = ours(cfg, parts, work / "out", engine)
+    t_bare = bare(cfg, parts)
+    return Result(name, compares, images / t_ours, images / t_bare, "images/s", ">= 0.9",
+                  {"ours_s": round(t_ours, 3), "bare_s": round(t_bare, 3)})
+
+
 def main() -> None:
     ap = run_args()
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-perceive"))
-    args = ap.parse_args()
+    args = parse(ap, CI_SIZES)
     models = args.work / "models"
     if not (models / "depth").exists():
         models.mkdir(parents=True, exist_ok=True)
@@ -117,21 +131,19 @@ def main() -> None:
         make_tiny_clip_pair(models / "clip", TAGS)
         make_tiny_owlv2(models / "owl", TAGS)
         make_tiny_depth(models / "depth")
-    make_shards(args.work / "shards", args.images, args.per_shard)
-    parts = plan_parts([args.work / "shards"])
-    results = {}
+    shards = args.work / f"shards-{args.images}-{args.per_shard}"  # made once per size
+    make_shards(shards, args.images, args.per_shard)
+    parts = plan_parts([shards])
+    results = []
     with RayEngine(num_cpus=2, progress=False) as engine:
         for name, data in configs(models, args.threads, args.batch).items():
             if args.only and name not in args.only:
                 continue
             cfg = PerceiveConfig.model_validate({**data, "chunk_size": args.batch})
-            ours(cfg, parts, args.work / "warm", engine)  # actor and worker start-up is not the comparison
-            t_ours = ours(cfg, parts, args.work / "out", engine)
-            t_bare = bare(cfg, parts)
-            results[name] = {"bare_s": round(t_bare, 2), "ours_s": round(t_ours, 2), "ratio": round(t_bare / t_ours, 2),
-                             "ours_images_per_s": round(args.images / t_ours, 1),
-                             "bare_images_per_s": round(args.images / t_bare, 1)}
-            print(name, json.dumps(results[name]), flush=True)
+            results.append(side_by_side(f"perceive/{name}", f"perceive stage on Ray, {name} only (tiny random model) "
+                                        f"vs the bare expert loop, {args.images} images 640x480", cfg, parts,
+                                        args.work, engine, args.images))
+    emit(results, args)
 
 
 if __name__ == "__main__":

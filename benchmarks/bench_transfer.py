@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Result, emit, parse  # noqa: E402
 from fusionweave.experts.tiny_models import make_tiny_bert
 from fusionweave.trainers.matching import data
 from fusionweave.trainers.matching.encoders import contrastive_loss
@@ -92,7 +94,7 @@ def main() -> None:
     ap.add_argument("--test-images", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default=",".join(TRANSFER_METHODS))
-    args = ap.parse_args()
+    args = parse(ap, {"ci": {"image_size": 64, "batch": 2, "seq": 8, "steps": 1, "test_images": 5}})
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -112,17 +114,12 @@ def main() -> None:
                               max_length=args.seq, return_tensors="pt")
             batches.append((images[idx], t["input_ids"], t["attention_mask"]))
         rows = [measure(m, cfg, batches, (images, captions), device) for m in args.methods.split(",")]
-    full = next((r for r in rows if r["method"] == "full-finetune"), None)
-    print(f"image {args.image_size}px, batch {args.batch}, {args.seq} tokens, {args.steps} timed steps, {device}")
-    print("| method | saved for backward MiB | x full FT | trainable params | optimizer state MiB | s/step | x full FT "
-          "| rSum (chance) |" + (" CUDA max MiB |" if device.type == "cuda" else ""))
-    for r in rows:
-        ratio = f"{r['saved_mib'] / full['saved_mib']:.3f}" if full else "-"
-        speed = f"{r['sec_per_step'] / full['sec_per_step']:.2f}" if full else "-"
-        print(f"| {r['method']} | {r['saved_mib']:.0f} | {ratio} | {r['trainable_params']:,} | "
-              f"{r['optimizer_state_mib']:.1f} | {r['sec_per_step']:.2f} | {speed} | {r['rsum']:.1f} |"
-              + (f" {r['cuda_max_allocated_mib']:.0f} |" if "cuda_max_allocated_mib" in r else ""))
-    print(json.dumps(rows))
+    full = next(r for r in rows if r["method"] == "full-finetune")
+    setting = f"BERT-base + ResNet-50 (random weights), {args.image_size} px, batch {args.batch}, {args.seq} tokens"
+    emit([Result(f"transfer/{r['method']}", f"{r['method']} vs full fine-tuning, bytes saved for backward, {setting}",
+                 r["saved_mib"], full["saved_mib"], "MiB", "<= 0.35" if r["method"] == "unipt" else None,
+                 {**r, "sec_per_step_vs_full": round(r["sec_per_step"] / full["sec_per_step"], 3)})
+          for r in rows if r is not full], args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Validate images/s: our DecodeValidate step (decode, EXIF, RGB, size checks, sha256, pHash)
 vs a bare PIL decode loop (open + load) over the same encoded images, in one process.
 
-    python benchmarks/bench_validate.py [--n 400] [--size 800x600]
+    python benchmarks/bench_validate.py [--n 400] [--image-size 800x600] [--size ci|full] [--json PATH]
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import best_of  # noqa: E402
+from benchmarks.common import Result, best_of, emit, parse  # noqa: E402
 from fusionweave.transforms.image_steps import DecodeValidate  # noqa: E402
 from fusionweave.transforms.image_validate import ImageLimits  # noqa: E402
 from fusionweave.transforms.step import StepChain  # noqa: E402
@@ -48,9 +48,9 @@ def bare(blobs: list[bytes]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--size", default="800x600")
-    args = ap.parse_args()
-    w, h = map(int, args.size.split("x"))
+    ap.add_argument("--image-size", default="800x600")
+    args = parse(ap, {"ci": {"n": 20}})
+    w, h = map(int, args.image_size.split("x"))
     blobs = images(args.n, w, h)
     table = pa.table({"key": [str(i) for i in range(len(blobs))], "image": pa.array(blobs, pa.binary())})
     chain = StepChain([DecodeValidate(ImageLimits(min_short_edge=448))])
@@ -58,9 +58,8 @@ def main() -> None:
     assert kept.num_rows == len(blobs)
     t_bare = best_of(lambda: bare(blobs))
     t_ours = best_of(lambda: chain(table))
-    print(f"{len(blobs)} JPEGs {w}x{h}")
-    print(f"bare PIL open+load loop : {len(blobs) / t_bare:8.1f} images/s")
-    print(f"fusionweave validate    : {len(blobs) / t_ours:8.1f} images/s  ratio {t_bare / t_ours:.2f}x of bare")
+    emit([Result("validate", f"DecodeValidate vs bare PIL open+load, {len(blobs)} JPEGs {w}x{h}",
+                 len(blobs) / t_ours, len(blobs) / t_bare, "images/s", ">= 0.8")], args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Helpers shared by the benchmarks: synthetic LAION parquet and timing."""
+"""Helpers shared by the benchmarks: synthetic LAION parquet, timing, and the one result shape
+every benchmark reports (`Result`, printed and written by `emit`)."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -47,3 +51,65 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+@dataclass
+class Result:
+    """One side-by-side comparison: fusionweave's figure and its baseline's, same data, same run.
+    `ratio` is ours / baseline in `unit`: a throughput ratio above 1 is faster than the
+    baseline; for seconds or bytes a ratio below 1 is better, and `goal` says which way."""
+
+    name: str  # "perceive/tagger"
+    compares: str  # what against what, one line
+    ours: float
+    baseline: float
+    unit: str  # "images/s", "rows/s", "MiB", "s/step", ...
+    goal: str | None = None  # on the ratio: ">= 0.9", "<= 1.2", or None (recorded)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("nan")
+
+    @property
+    def met(self) -> bool | None:
+        if not self.goal:
+            return None
+        op, value = self.goal.split()
+        return self.ratio >= float(value) if op == ">=" else self.ratio <= float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": round(self.ratio, 3), "met": self.met}
+
+
+def parse(ap: argparse.ArgumentParser, sizes: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:
+    """The benchmark's own options plus `--size ci|full` (presets of those options; an option
+    given on the command line wins) and `--json PATH` (where `python -m benchmarks` reads the
+    results)."""
+    sizes = {"full": {}, **(sizes or {})}
+    ap.add_argument("--size", choices=sorted(sizes), default="full", help="a preset of the options above")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    known, _ = ap.parse_known_args()
+    ap.set_defaults(**sizes[known.size])
+    return ap.parse_args()
+
+
+def emit(results: list[Result], args: argparse.Namespace) -> None:
+    """Print the results as a table and, with `--json`, write them for the benchmark runner."""
+    print(table(r.to_json() for r in results))
+    if args.json is not None:
+        args.json.write_text(json.dumps([r.to_json() for r in results], indent=1))
+
+
+def table(rows: Iterable[dict[str, Any]]) -> str:
+    lines = [f"{'benchmark':<34} {'ours':>12} {'baseline':>12} {'unit':<14} {'ratio':>7}  goal"]
+    for r in rows:
+        mark = {True: "met", False: "MISSED", None: ""}[r["met"]]
+        goal = f"{r['goal']} {mark}" if r["goal"] else "recorded"
+        lines.append(f"{r['name']:<34} {num(r['ours']):>12} {num(r['baseline']):>12} {r['unit']:<14} "
+                     f"{r['ratio']:>6.2f}x  {goal}")
+    return "\n".join(lines)
+
+
+def num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"

@@ -10,7 +10,7 @@ def test_ci_runs_the_readme_commands():
                          capture_output=True, text=True, check=True).stdout.splitlines()
     install, tests = out
     assert 'pip install -e ".[all,dev]"' in install and install.endswith("fusionweave demo")
-    assert "pytest" in tests
+    assert "pytest" in tests and tests.endswith("python -m benchmarks --size ci")  # CI runs every benchmark small
     readme = (ROOT / "README.md").read_text()
     assert readme.index(install) < readme.index(tests) < readme.index("## Usage")
     ci = (ROOT / ".ci" / "run").read_text()
