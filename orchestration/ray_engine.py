@@ -4,6 +4,7 @@ One Ray session per process: `RayEngine.start` connects once and every stage reu
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -27,6 +28,30 @@ log = logging.getLogger(__name__)
 # a part lost with its worker or node (OOM kill, node loss) runs again, this many times; one that
 # raised does not (the same input would raise again). Parts are idempotent: atomic, deterministic.
 SYSTEM_RETRIES = 3
+
+
+@contextlib.contextmanager
+def minimal_local_processes(embedded: bool) -> Iterator[None]:
+    """An embedded session starts the processes a plain `pip install ray` starts. With the
+    dashboard's packages installed (ray[default], which `fusionweave submit` needs), `ray.init`
+    also starts the dashboard server and a full dashboard agent, even with
+    include_dashboard=False, and waits for them: 13 s instead of 6 s a start on 2 busy cores,
+    for a session nobody will browse or submit jobs to. Ray decides by whether those packages
+    import (`get_dashboard_dependency_error`), so that answer is "no" while the head starts."""
+    try:
+        import ray._private.utils as ray_utils
+
+        original = ray_utils.get_dashboard_dependency_error if embedded else None
+    except (ImportError, AttributeError):  # another Ray: start it as it is
+        original = None
+    if original is None:
+        yield
+        return
+    ray_utils.get_dashboard_dependency_error = lambda: ImportError("fusionweave: embedded session, minimal processes")
+    try:
+        yield
+    finally:
+        ray_utils.get_dashboard_dependency_error = original
 
 
 class RayEngine:
@@ -63,7 +88,8 @@ class RayEngine:
             kwargs["address"] = "local"
             kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 2
             kwargs["object_store_memory"] = self.object_store_memory or 1 << 30
-        ray.init(**kwargs)
+        with minimal_local_processes(embedded=not self.address):
+            ray.init(**kwargs)
         self._owns_session = True
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = self.progress

@@ -104,3 +104,14 @@ def test_a_part_over_the_limit_on_every_run_stops_the_stage(engine, tmp_path: Pa
     with pytest.raises(PartTimeout, match=r"part 000000 ran over part_timeout_s \(2 s\) on each of its 2 run"):
         list(engine.map_stream(iter([{"part": "000000"}]), always, num_cpus=0.5, desc="t"))
     assert cluster_failure(PartTimeout("t: part 000000 ran over")) == "t: part 000000 ran over"
+
+
+def test_the_embedded_session_starts_no_full_dashboard(engine) -> None:
+    """ray[default] is installed (for `submit`), yet the embedded session's dashboard and agent
+    run as a plain `pip install ray` would start them (minimal): half the start-up."""
+    import psutil
+
+    engine.start()
+    ours = [p.cmdline() for p in psutil.Process().children(recursive=True) if p.is_running()]
+    dashboards = [c for c in ours if any(a.endswith("dashboard/dashboard.py") for a in c)]
+    assert dashboards and all("--minimal" in c for c in dashboards), dashboards

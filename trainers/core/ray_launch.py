@@ -20,10 +20,13 @@ def ray_fit(workers: int, address: str | None = None, use_gpu: bool = False, cpu
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        from fusionweave.orchestration.ray_engine import minimal_local_processes
+
         if not ray.is_initialized():
             # embedded means embedded: never join a cluster a past `ray start` left on this machine
-            ray.init(address=address or "local", include_dashboard=False, log_to_driver=True,
-                     **({} if address else {"num_cpus": max(1, int(workers * cpus_per_worker + 0.999))}))
+            with minimal_local_processes(embedded=not address):
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=True,
+                         **({} if address else {"num_cpus": max(1, int(workers * cpus_per_worker + 0.999))}))
         out = Path(out).resolve()
         trainer = TorchTrainer(
             _worker, train_loop_config={"method": method, "out": str(out)},
