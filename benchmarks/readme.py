@@ -31,7 +31,7 @@ def results_table(record: dict[str, Any]) -> str:
     m = record["machine"]
     lines = [f"## Last run: `--size {record['size']}`, {record['date']}, commit {m.get('commit') or '?'}", "",
              f"{m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB), Python {m['python']}, torch {m['torch']}, "
-             f"load average at start {m['load_average']}.", "",
+             f"load average at start {m['load_average']}." + (f" {record['note']}." if record.get("note") else ""), "",
              "| benchmark | compares | ours | baseline | unit | ratio | goal |", "|---|---|---|---|---|---|---|"]
     for name, b in record["benchmarks"].items():
         if "error" in b:
