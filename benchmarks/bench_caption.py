@@ -8,6 +8,7 @@ openai:       the stage with the `openai` captioner vs a bare httpx loop (a thre
               backed by the tiny LLaVA (tests/chat_server.py). A fresh cache for every run.
 
     python benchmarks/bench_caption.py --images 96
+    python benchmarks/bench_caption.py --models real --images 16 --per-shard 4 --batch 4 --max-new-tokens 16
 """
 from __future__ import annotations
 
@@ -79,12 +80,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--requests", type=int, default=8, help="openai: requests in flight")
+    ap.add_argument("--models", choices=["tiny", "real"], default="tiny",
+                    help="the tiny random LLaVA or a 0.5B-class LLaVA (CLIP ViT-B/16 + Qwen2-0.5B) with random weights")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-caption"))
     args = parse(ap, {"ci": {"images": 8, "per_shard": 4, "batch": 4, "max_new_tokens": 8}})
     results = []
-    model = args.work / "llava"
-    if not model.exists():
-        make_tiny_llava(model)
+    model = args.work / f"llava-{args.models}"
+    if not (model / "config.json").exists():
+        from benchmarks.real_size_models import make_llava_05b
+
+        (make_tiny_llava if args.models == "tiny" else make_llava_05b)(model)
     shards = args.work / f"shards-{args.images}-{args.per_shard}"  # made once per size
     make_shards(shards, args.images, args.per_shard)
     parts = plan_parts([shards])
@@ -100,7 +105,8 @@ def main() -> None:
         for b in batches(parts, template, args.batch):
             bare_cap.generate([decode_rgb(x) for x in b["image"]], list(b["prompt"]))
         bare = time.perf_counter() - t0
-        results.append(Result("caption/transformers", f"caption stage on Ray (tiny random LLaVA, {args.max_new_tokens} "
+        what = "tiny random LLaVA" if args.models == "tiny" else "0.5B LLaVA, random weights"
+        results.append(Result("caption/transformers", f"caption stage on Ray ({what}, {args.max_new_tokens} "
                               f"new tokens) vs bare TransformersCaptioner.generate, {args.images} images",
                               args.images / ours, args.images / bare, "captions/s", ">= 0.9"))
 

@@ -9,6 +9,7 @@ Both use the same threads per model (`threads`). Tiny random models (their size 
 pipeline overhead visible). RapidOCR is the real PP-OCRv4 pipeline: its images/s is reported.
 
     python benchmarks/bench_perceive.py --images 96
+    python benchmarks/bench_perceive.py --models real --images 16 --per-shard 4 --batch 4   # real sizes
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def make_shards(folder: Path, images: int, per_shard: int) -> None:
         write_shard(folder / f"in-{s // per_shard:04d}.tar", samples[s:s + per_shard])
 
 
-def configs(models: Path, threads: int, batch: int) -> dict[str, dict]:
+def configs(models: Path, threads: int, batch: int, real: bool = False) -> dict[str, dict]:
     res = {"threads": threads, "batch_size": batch, "num_cpus": 0.5}  # whole-CPU actors starve the reads on 2 cores
     tagger = {"model": str(models / "clip"), "vocabulary": str(models / "tags.txt"), "threshold": 0.0, "top_k": 5,
               **res}
@@ -68,11 +69,35 @@ def configs(models: Path, threads: int, batch: int) -> dict[str, dict]:
     base = {"tagger": off, "detector": off, "ovd": off, "ocr": off, "depth": off}
     return {
         "tagger": {**base, "tagger": tagger},
-        "detector": {**base, "detector": {"model": "yolov8n.yaml", "confidence": 0.01, "image_size": 320, **res}},
+        "detector": {**base, "detector": {"model": "yolov8x.yaml" if real else "yolov8n.yaml", "confidence": 0.01,
+                                          "image_size": 640 if real else 320, **res}},
         "ovd": {**base, "tagger": tagger, "ovd": {"model": str(models / "owl"), "confidence": 0.1, **res}},
         "ocr": {**base, "ocr": {"min_confidence": 0.5, **res}},
         "depth": {**base, "depth": {"model": str(models / "depth"), **res}},
     }
+
+
+REAL = {"tagger": "CLIP ViT-B/16", "detector": "YOLOv8x", "ovd": "OWLv2-base/16 + CLIP ViT-B/16 tagger",
+        "ocr": "RapidOCR PP-OCRv4, real weights", "depth": "Depth Anything small"}
+
+
+def make_models(models: Path, kind: str, owl_side: int) -> Path:
+    """The tagger's CLIP, OWLv2 and the depth model, once per kind (and OWLv2 side)."""
+    from benchmarks import real_size_models as real
+
+    if not (models / "done").exists():
+        models.mkdir(parents=True, exist_ok=True)
+        (models / "tags.txt").write_text("\n".join(TAGS))
+        if kind == "tiny":
+            make_tiny_clip_pair(models / "clip", TAGS)
+            make_tiny_owlv2(models / "owl", TAGS)
+            make_tiny_depth(models / "depth")
+        else:
+            real.make_clip_b16(models / "clip", TAGS)
+            real.make_owlv2_base(models / "owl", TAGS, owl_side)
+            real.make_depth_small(models / "depth")
+        (models / "done").write_text(kind)
+    return models
 
 
 def bare(cfg: PerceiveConfig, parts: list[dict]) -> float:
@@ -122,25 +147,24 @@ def side_by_side(name: str, compares: str, cfg: PerceiveConfig, parts: list[dict
 def main() -> None:
     ap = run_args()
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--models", choices=["tiny", "real"], default="tiny",
+                    help="tiny random models (the stage's fixed costs) or real architectures at their real sizes")
+    ap.add_argument("--owl-side", type=int, default=480, help="OWLv2's input side with --models real (the original: 960)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-perceive"))
     args = parse(ap, CI_SIZES)
-    models = args.work / "models"
-    if not (models / "depth").exists():
-        models.mkdir(parents=True, exist_ok=True)
-        (models / "tags.txt").write_text("\n".join(TAGS))
-        make_tiny_clip_pair(models / "clip", TAGS)
-        make_tiny_owlv2(models / "owl", TAGS)
-        make_tiny_depth(models / "depth")
+    models = make_models(args.work / (f"models-real-{args.owl_side}" if args.models == "real" else "models-tiny"),
+                         args.models, args.owl_side)
     shards = args.work / f"shards-{args.images}-{args.per_shard}"  # made once per size
     make_shards(shards, args.images, args.per_shard)
     parts = plan_parts([shards])
     results = []
     with RayEngine(num_cpus=2, progress=False) as engine:
-        for name, data in configs(models, args.threads, args.batch).items():
+        for name, data in configs(models, args.threads, args.batch, args.models == "real").items():
             if args.only and name not in args.only:
                 continue
             cfg = PerceiveConfig.model_validate({**data, "chunk_size": args.batch})
-            results.append(side_by_side(f"perceive/{name}", f"perceive stage on Ray, {name} only (tiny random model) "
+            what = "tiny random model" if args.models == "tiny" else f"{REAL[name]}, random weights"
+            results.append(side_by_side(f"perceive/{name}", f"perceive stage on Ray, {name} only ({what}) "
                                         f"vs the bare expert loop, {args.images} images 640x480", cfg, parts,
                                         args.work, engine, args.images))
     emit(results, args)

@@ -144,6 +144,9 @@ def _random_readme(out: Path, what: str) -> None:
 
 
 
+# the image, then the text: the minimal chat template of the random LLaVAs
+LLAVA_CHAT_TEMPLATE = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+                       "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
 CAPTION_WORDS = ("a the of and in on with near left right top bottom red green blue white black dog cat person car "
                  "tree sky grass road sign text reads large small two three building window standing sitting").split()
 
@@ -180,13 +183,11 @@ def make_tiny_llava(out: str | Path, image_size: int = 32, seed: int = 0, words:
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
-    template = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
-                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}")
     proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
                                                              crop_size={"height": image_size, "width": image_size}),
                           tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1,  # CLIP's CLS, dropped by the "default" strategy
-                          chat_template=template)
+                          chat_template=LLAVA_CHAT_TEMPLATE)
     proc.save_pretrained(out)
     import shutil
 
