@@ -1,18 +1,26 @@
 """Metadata stage rows/s on Beam (FnApiRunner, multi-process) vs on Ray vs a bare pyarrow loop,
-on the same LAION-shaped parquet (default 5M rows). The bare loop does what the stage does in
-the cheapest way: read, filter with pyarrow.compute, exact URL dedup with a Python set, write.
+on the same LAION-shaped parquet (default 5M rows). The bare loop does the stage's work in the
+cheapest way, in one process: read; normalise URLs (scheme and host lower-cased, IDNA for a
+non-ASCII host, once per distinct host); refuse private hosts (once per distinct host); key =
+sha256 of the normalised URL; the size and caption filters with pyarrow.compute, naming the first
+failing one; exact URL dedup across the whole input (lowest ordinal kept, pyarrow group_by);
+write the kept rows and the rejects (key, step, reason, detail, url) as parquet.
 
     python benchmarks/bench_metadata_engines.py [--rows 5000000]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import ipaddress
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import idna
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,28 +28,72 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import Result, emit, laion_parquet, parse  # noqa: E402
 
+_URL = r"^(?P<scheme>[hH][tT][tT][pP][sS]?)://(?P<host>[^/?#:@\s]+)(?P<target>[/?][^#\s]*)?(?:#.*)?$"
 
-def bare_loop(src: Path, out: Path) -> int:
-    seen: set[str] = set()
-    kept = 0
+
+def _host(h: str) -> tuple[str, str | None]:
+    """(ASCII lower-case host, refusal or None), as the bare loop judges it."""
+    host = h.lower() if h.isascii() else idna.encode(h, uts46=True).decode()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host, "private_address" if host == "localhost" else None
+    return host, "private_address" if ip.is_private or ip.is_loopback else None
+
+
+def _identity(t: pa.Table, first_ord: int) -> pa.Table:
+    parts = pc.extract_regex(t["URL"], _URL)
+    hosts = pc.dictionary_encode(pc.struct_field(parts, "host")).combine_chunks()
+    judged = [_host(h) for h in hosts.dictionary.to_pylist()]
+    host = pa.array([h for h, _ in judged], pa.string()).take(hosts.indices)
+    refused = pa.array([r for _, r in judged], pa.string()).take(hosts.indices)
+    target = pc.struct_field(parts, "target")
+    target = pc.if_else(pc.starts_with(target, "/"), target, pc.binary_join_element_wise("/", target, ""))
+    norm = pc.binary_join_element_wise(pc.ascii_lower(pc.struct_field(parts, "scheme")), "://", host, target, "")
+    ords = pa.array(np.arange(first_ord, first_ord + t.num_rows, dtype=np.int64))
+    ident = pc.coalesce(norm, pc.binary_join_element_wise("src:", ords.cast(pa.string()), ""))
+    key = pa.array([hashlib.sha256(b).hexdigest()[:20] for b in ident.cast(pa.binary()).to_pylist()], pa.string())
+    url_reason = pc.if_else(pc.is_null(norm), "malformed_url", refused)
+    return t.append_column("key", key).append_column("ord", ords).append_column("url_norm", norm) \
+        .append_column("url_reason", url_reason)
+
+
+FILTERS = [("url_safety", None), ("caption_length", "empty_caption"), ("caption_length", "caption_too_short"),
+           ("caption_length", "caption_too_long"), ("min_short_edge", "short_edge_too_small")]
+
+
+def _rejections(t: pa.Table) -> pa.Table:
+    """(step, reason) of the first failing filter per row, nulls for a kept row."""
+    n = pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(t["TEXT"], "")))
+    short = pc.fill_null(pc.less(pc.min_element_wise(t["WIDTH"], t["HEIGHT"]), 448), False)
+    conds = pc.make_struct(pc.is_valid(t["url_reason"]), pc.equal(n, 0), pc.less(n, 1), pc.greater(n, 4096), short)
+    step = pc.case_when(conds, *[pa.scalar(s, pa.string()) for s, _ in FILTERS])
+    reason = pc.case_when(conds, t["url_reason"], *[pa.scalar(r, pa.string()) for _, r in FILTERS[1:]])
+    return t.append_column("step", step).append_column("reason", reason)
+
+
+def bare_loop(src: Path, out: Path, rows_per_file: int = 250_000) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pf = pq.ParquetFile(src)
+    tables, first_ord = [], 0
     for i in range(pf.metadata.num_row_groups):
-        t = pf.read_row_group(i)
-        w, h = t["WIDTH"], t["HEIGHT"]
-        n = pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(t["TEXT"], "")))
-        ok = pc.and_(pc.greater_equal(pc.min_element_wise(w, h), 448), pc.greater(n, 0))
-        ok = pc.and_(ok, pc.or_(pc.starts_with(t["URL"], "http://"), pc.starts_with(t["URL"], "https://")))
-        t = t.filter(pc.fill_null(ok, False))
-        urls = t["URL"].to_pylist()
-        first = []
-        for u in urls:
-            first.append(u not in seen)
-            seen.add(u)
-        t = t.filter(pa.array(first))
-        pq.write_table(t, out / f"part-{i:05d}.parquet")
-        kept += t.num_rows
-    return kept
+        t = _identity(pf.read_row_group(i), first_ord)
+        first_ord += t.num_rows
+        tables.append(_rejections(t))
+    t = pa.concat_tables(tables).combine_chunks()
+    live = t.filter(pc.is_null(t["reason"])).select(["url_norm", "ord"])
+    first = live.group_by("url_norm", use_threads=False).aggregate([("ord", "min")])
+    dup = pc.and_(pc.is_null(t["reason"]), pc.invert(pc.is_in(t["ord"], first["ord_min"])))
+    for col, value in (("step", "url_dedup"), ("reason", "duplicate_url")):
+        t = t.set_column(t.schema.get_field_index(col), col, pc.if_else(dup, pa.scalar(value), t[col]))
+    rejected = pc.is_valid(t["reason"])
+    kept = t.filter(pc.invert(rejected)).drop_columns(["url_reason", "step", "reason"])
+    for j in range(0, kept.num_rows, rows_per_file):
+        pq.write_table(kept.slice(j, rows_per_file), out / f"shard-{j // rows_per_file:06d}.parquet")
+    rej = t.filter(rejected)
+    pq.write_table(pa.table({"key": rej["key"], "step": rej["step"], "reason": rej["reason"],
+                             "detail": pa.nulls(rej.num_rows, pa.string()), "url": rej["URL"]}), out / "rejects.parquet")
+    return kept.num_rows
 
 
 def ours(src: Path, out: Path, engine_name: str) -> int:

@@ -12,16 +12,17 @@ import pyarrow.compute as pc
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.storage import store
 from fusionweave.pipelines.storage.location import Loc
-from fusionweave.transforms.step import REJECT_REASON, reject
+from fusionweave.transforms.step import reject
 from fusionweave.transforms.dedup import DUP_SCHEMA, band_values, earliest_per_ord, exact_duplicates, near_duplicates
 
 DUPS_WITH_PART = DUP_SCHEMA.append(pa.field("part", pa.string()))
 
 
-def bucket_of(values: list[str | None], buckets: int) -> pa.Array:
-    """Stable hash bucket (crc32, not Python's salted hash) so every run groups alike."""
-    return pa.array([zlib.crc32(v.encode("utf-8", "surrogatepass")) % buckets if v is not None else 0 for v in values],
-                    pa.int32())
+def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> pa.Array:
+    """Stable hash bucket of each string (crc32 of its UTF-8 bytes, not Python's salted hash) so
+    every run groups alike; null goes to bucket 0."""
+    crc = np.array([zlib.crc32(b) if b is not None else 0 for b in values.cast(pa.binary()).to_pylist()], np.uint64)
+    return pa.array((crc % np.uint64(buckets)).astype(np.int32))
 
 
 def band_rows(ords: np.ndarray, keys: list[str], parts: list[str], hashes: np.ndarray, threshold: int) -> pa.Table:
@@ -78,10 +79,7 @@ def dups_for_part(files: list[Loc], part: str) -> pa.Table:
 def apply_dups(t: pa.Table, step: str, dups: pa.Table) -> pa.Table:
     """Mark the rows named in `dups` (by ord) as rejected by `step`. Rows rejected earlier keep
     their first reason (the runner counts each row once, under that reason)."""
-    of = dict(zip(dups.column("ord").to_pylist(), dups.column("dup_of").to_pylist()))
-    reason_of = dict(zip(dups.column("ord").to_pylist(), dups.column("reason").to_pylist()))
-    alive = t.column(REJECT_REASON).is_null().to_pylist() if REJECT_REASON in t.column_names else [True] * t.num_rows
-    ords = t.column("ord").to_pylist()
-    hit = [a and o in of for a, o in zip(alive, ords)]
-    return reject(t, step, [reason_of[o] if h else None for h, o in zip(hit, ords)],
-                  [f"duplicate of {of[o]}" if h else None for h, o in zip(hit, ords)])
+    dups = dups.combine_chunks()
+    at = pc.index_in(t.column("ord").combine_chunks(), value_set=dups.column("ord").chunk(0))  # null: no duplicate
+    details = pc.binary_join_element_wise("duplicate of ", dups.column("dup_of").chunk(0).take(at), "")
+    return reject(t, step, dups.column("reason").chunk(0).take(at), details)

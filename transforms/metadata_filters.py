@@ -1,14 +1,14 @@
 """Filters over LAION-style metadata rows (canonical columns from laion_columns.normalise)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fusionweave.transforms.step import Filter
-from fusionweave.transforms.url_safety import AddressPolicy, url_refusal
+from fusionweave.transforms.url_safety import AddressPolicy, url_refusals
 
 
 METADATA_FILTERS: dict[str, type["MetadataFilter"]] = {}  # config field -> the filter it turns on
@@ -30,7 +30,8 @@ class MetadataFilter(Filter):
 
 def _floats(batch: pa.Table, col: str) -> np.ndarray:
     """Column as float64 with nulls as NaN."""
-    return pc.fill_null(batch.column(col).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+    values = batch.column(col).cast(pa.float64())
+    return (pc.fill_null(values, float("nan")) if values.null_count else values).to_numpy(zero_copy_only=False)
 
 
 class UrlSafety(Filter):
@@ -39,8 +40,8 @@ class UrlSafety(Filter):
     def __init__(self, policy: AddressPolicy):
         self.policy = policy
 
-    def reasons(self, batch: pa.Table) -> Sequence[str | None]:
-        return [url_refusal(u, self.policy) for u in batch.column("url").to_pylist()]
+    def reasons(self, batch: pa.Table) -> pa.Array:
+        return url_refusals(batch.column("url"), self.policy)
 
 
 class MinShortEdge(Filter):

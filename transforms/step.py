@@ -214,15 +214,15 @@ class _RejectState:
         self.detail: np.ndarray | None = None
 
     def alive_count(self) -> int:
-        return int(self.alive.sum())
+        return int(np.count_nonzero(self.alive))
 
     def mark(self, step: str, reason: str, mask: np.ndarray, details: Sequence[str | None] | None) -> int:
-        new = mask & self.alive
-        n = int(new.sum())
+        new = np.logical_and(mask, self.alive)
+        n = int(np.count_nonzero(new))
         if n:
             self.labels.append((step, reason))
-            self.code[new] = len(self.labels) - 1
-            self.alive &= ~new
+            np.putmask(self.code, new, len(self.labels) - 1)
+            np.logical_xor(self.alive, new, out=self.alive)  # `new` rows are alive: this clears them
             if details is not None:
                 if self.detail is None:
                     self.detail = np.full(len(self.alive), None, dtype=object)

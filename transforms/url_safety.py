@@ -15,9 +15,13 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import idna
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # cloud metadata services are refused even when private networks are allowed, unless listed
@@ -237,3 +241,80 @@ def _refusal_general(url: str, policy: AddressPolicy) -> str | None:
     if not parts.hostname:
         return "malformed_url"
     return policy.address_refusal(_raw_host(parts))
+
+
+def normalised_or_none(url: str | None) -> str | None:
+    """`normalise_url`, None for a missing, empty or malformed URL."""
+    if not url:
+        return None
+    try:
+        return normalise_url(url)
+    except ValueError:
+        return None
+
+
+# The common case of `normalise_url` and `url_refusal` over a whole Arrow array (RE2): http(s),
+# an ASCII host without percent signs, no userinfo, no port, no whitespace or control anywhere
+# before the fragment and nothing there either function would percent-encode. For these rows
+# both functions reduce to string splicing plus one decision per distinct host; every other row
+# is sent through the per-row functions, which stay the reference.
+_FAST_URL = (r"(?s)^(?P<scheme>[hH][tT][tT][pP][sS]?)://(?P<host>[A-Za-z0-9._~!$&'()*+,;=-]+)"
+             r"(?P<target>(?:[/?][!$-&(-;=?-_a-z|~]*)?)(?:#.*)?$")
+
+
+@dataclass(frozen=True)
+class _SplitUrls:
+    fast: np.ndarray  # bool per row: the fast path applies
+    scheme: pa.Array  # lower-case; null where not fast
+    host_index: pa.Array  # into `hosts`; null where not fast
+    hosts: list[str]  # distinct hosts, as written
+    target: pa.Array  # path and query, "/" prefixed as `normalise_url` writes it
+
+
+def _split_urls(urls: pa.Array) -> _SplitUrls:
+    parts = pc.extract_regex(urls, _FAST_URL)
+    fast = pc.fill_null(parts.is_valid(), False).to_numpy(zero_copy_only=False)
+    scheme, host, target = (pc.struct_field(parts, [i]) for i in range(3))
+    hosts = pc.dictionary_encode(host)
+    target = pc.if_else(pc.starts_with(target, "/"), target, pc.binary_join_element_wise("/", target, ""))
+    return _SplitUrls(fast, pc.ascii_lower(scheme), hosts.indices, hosts.dictionary.to_pylist(), target)
+
+
+def _with_slow_rows(fast_values: pa.Array, split: _SplitUrls, urls: pa.Array,
+                    per_row: Callable[[str | None], str | None]) -> pa.Array:
+    """`fast_values` with the rows the fast path does not cover computed by `per_row`."""
+    slow = ~split.fast
+    if not slow.any():
+        return fast_values
+    values = [per_row(u) for u in urls.filter(pa.array(slow)).to_pylist()]
+    return pc.replace_with_mask(fast_values, pa.array(slow), pa.array(values, pa.string()))
+
+
+def _string_array(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
+    arr = urls.combine_chunks() if isinstance(urls, pa.ChunkedArray) else urls
+    return arr.cast(pa.string())
+
+
+def normalise_urls(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`normalised_or_none` of every URL: Python once per distinct host, and per row only for
+    the URLs the fast path does not cover."""
+    urls = _string_array(urls)
+    split = _split_urls(urls)
+    canonical = pa.array([_canonical_or_none(h) for h in split.hosts], pa.string())
+    fast = pc.binary_join_element_wise(split.scheme, "://", canonical.take(split.host_index), split.target, "")
+    return _with_slow_rows(fast, split, urls, normalised_or_none)
+
+
+def url_refusals(urls: pa.Array | pa.ChunkedArray, policy: AddressPolicy) -> pa.Array:
+    """`url_refusal` of every URL, decided once per distinct host on the fast path."""
+    urls = _string_array(urls)
+    split = _split_urls(urls)
+    per_host = pa.array([policy.address_refusal(h) for h in split.hosts], pa.string())
+    return _with_slow_rows(per_host.take(split.host_index), split, urls, lambda u: url_refusal(u, policy))
+
+
+def _canonical_or_none(host: str) -> str | None:
+    try:
+        return canonical_host(host)
+    except ValueError:
+        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -21,12 +22,12 @@ from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
 from fusionweave.pipelines.runner import PartResult, Stage, run_parts, run_stage
 from fusionweave.pipelines.storage.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
-from fusionweave.transforms.keys import key_for
+from fusionweave.transforms.keys import key_for, keys_for
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
 from fusionweave.transforms.metadata_filters import (METADATA_FILTERS, CaptionLength, MaxAspectRatio, MinShortEdge,
                                                      ScoreThreshold, UrlSafety)
 from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats
-from fusionweave.transforms.url_safety import normalise_url
+from fusionweave.transforms.url_safety import normalise_urls
 
 STAGE = "metadata"
 READ, URL_DEDUP = "read", "url_dedup"
@@ -100,21 +101,16 @@ def _read_range(part: dict[str, Any]) -> pa.Table:
 
 
 def _with_identity(t: pa.Table, part: dict[str, Any]) -> pa.Table:
+    """key, ord, source and url_norm, over whole columns (see `normalise_urls`)."""
     n = t.num_rows
-    sources = [f"{location(part['file']).name}#{part['start'] + i}" for i in range(n)]
-    norms: list[str | None] = []
-    keys: list[str] = []
-    for url, src in zip(t.column("url").to_pylist(), sources):
-        try:
-            norm = normalise_url(url) if url else None
-        except ValueError:
-            norm = None
-        norms.append(norm)
-        keys.append(key_for(norm if norm is not None else f"src:{src}"))
-    return t.append_column("key", pa.array(keys, pa.string())) \
-        .append_column("ord", pa.array(range(part["ord"], part["ord"] + n), pa.int64())) \
-        .append_column("source", pa.array(sources, pa.string())) \
-        .append_column("url_norm", pa.array(norms, pa.string()))
+    rows = pa.array(np.arange(part["start"], part["start"] + n, dtype=np.int64)).cast(pa.string())
+    sources = pc.binary_join_element_wise(f"{location(part['file']).name}#", rows, "")
+    norms = normalise_urls(t.column("url"))
+    keys = keys_for(pc.coalesce(norms, pc.binary_join_element_wise("src:", sources, "")))
+    return t.append_column("key", keys) \
+        .append_column("ord", pa.array(np.arange(part["ord"], part["ord"] + n, dtype=np.int64))) \
+        .append_column("source", sources) \
+        .append_column("url_norm", norms)
 
 
 def _with_download_url(t: pa.Table) -> pa.Table:
@@ -145,8 +141,8 @@ def filter_part(cfg: CurateConfig, chain: StepChain, folder: StageFolder, part: 
     kept, rejected, stats = chain(t)
     # keep every row in the work file: reject marks travel with it
     everything = pa.concat_tables([ensure_reject_columns(kept), rejected], promote_options="permissive")
-    everything = everything.append_column("part", pa.array([part["part"]] * everything.num_rows, pa.string()))
-    everything = everything.append_column("bucket", bucket_of(everything.column("url_norm").to_pylist(),
+    everything = everything.append_column("part", pa.repeat(pa.scalar(part["part"], pa.string()), everything.num_rows))
+    everything = everything.append_column("bucket", bucket_of(everything.column("url_norm"),
                                                               cfg.metadata.dedup_buckets))
     write_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet", everything.sort_by("ord"))
     # the URL dedup pass only looks at rows that survived the filters

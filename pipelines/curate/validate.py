@@ -66,7 +66,7 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
     kept = kept.append_column("part", pa.array([p] * kept.num_rows, pa.string())).sort_by("ord")
     write_parquet(folder.work / "decoded" / f"part-{p}.parquet", kept)
     sha = kept.select(["ord", "key", "part", "sha256"])
-    sha = sha.append_column("bucket", bucket_of(sha.column("sha256").to_pylist(), cfg.validate_.dedup_buckets))
+    sha = sha.append_column("bucket", bucket_of(sha.column("sha256"), cfg.validate_.dedup_buckets))
     write_parquet(folder.work / "sha" / f"part-{p}.parquet", sha)
     if cfg.validate_.near_dup:
         bands = band_rows(kept.column("ord").to_numpy(), kept.column("key").to_pylist(), kept.column("part").to_pylist(),
