@@ -40,8 +40,8 @@ def band_rows(ords: np.ndarray, keys: list[str], parts: list[str], hashes: np.nd
 
 
 def _with_part(group: pa.Table, dups: pa.Table) -> pa.Table:
-    part_of = dict(zip(group.column("ord").to_pylist(), group.column("part").to_pylist()))
-    return dups.append_column("part", pa.array([part_of[o] for o in dups.column("ord").to_pylist()], pa.string()))
+    at = pc.index_in(dups.column("ord"), value_set=group.column("ord").combine_chunks())
+    return dups.append_column("part", group.column("part").combine_chunks().take(at))
 
 
 def exact_group_fn(value_col: str, reason: str) -> Callable[[pa.Table], pa.Table]:

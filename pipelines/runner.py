@@ -69,8 +69,9 @@ def reject_counts(rejects: pa.Table | None) -> Counter:
     """(step, reason) -> rows, from a rejects table or a table with the chain's reject columns."""
     if rejects is None or rejects.num_rows == 0:
         return Counter()
-    cols = (REJECT_STEP, REJECT_REASON) if REJECT_STEP in rejects.column_names else ("step", "reason")
-    return Counter(zip(rejects.column(cols[0]).to_pylist(), rejects.column(cols[1]).to_pylist()))
+    cols = [REJECT_STEP, REJECT_REASON] if REJECT_STEP in rejects.column_names else ["step", "reason"]
+    counts = rejects.select(cols).group_by(cols, use_threads=False).aggregate([([], "count_all")])
+    return Counter(dict(zip(zip(*(counts.column(c).to_pylist() for c in cols)), counts.column("count_all").to_pylist())))
 
 
 def account(rows_in: int, steps: Sequence[str], rejects: Counter, seconds: Mapping[str, float]) -> dict[str, StepStats]:

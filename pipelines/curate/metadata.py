@@ -21,7 +21,8 @@ from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, bucket_of, dups_for_part, run_exact
 from fusionweave.pipelines.runner import PartResult, Stage, run_parts, run_stage
-from fusionweave.pipelines.storage.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
+from fusionweave.pipelines.storage.shard_sink import (make_rejects, rejects_table, shard_name, write_parquet,
+                                                      write_scratch_parquet)
 from fusionweave.transforms.keys import key_for, keys_for
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
 from fusionweave.transforms.metadata_filters import (METADATA_FILTERS, CaptionLength, MaxAspectRatio, MinShortEdge,
@@ -141,14 +142,13 @@ def filter_part(cfg: CurateConfig, chain: StepChain, folder: StageFolder, part: 
     kept, rejected, stats = chain(t)
     # keep every row in the work file: reject marks travel with it
     everything = pa.concat_tables([ensure_reject_columns(kept), rejected], promote_options="permissive")
-    everything = everything.append_column("part", pa.repeat(pa.scalar(part["part"], pa.string()), everything.num_rows))
-    everything = everything.append_column("bucket", bucket_of(everything.column("url_norm"),
-                                                              cfg.metadata.dedup_buckets))
-    write_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet", everything.sort_by("ord"))
+    write_scratch_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet", everything.sort_by("ord"))
     # the URL dedup pass only looks at rows that survived the filters
-    urls = everything.filter(pc.is_null(everything.column("_reject_reason"))).select(
-        ["ord", "key", "part", "url_norm", "bucket"])
-    write_parquet(folder.work / "urls" / f"part-{part['part']}.parquet", urls)
+    urls = kept.select(["ord", "key"]) \
+        .append_column("part", pa.repeat(pa.scalar(part["part"], pa.string()), kept.num_rows)) \
+        .append_column("url_norm", kept.column("url_norm")) \
+        .append_column("bucket", bucket_of(kept.column("url_norm"), cfg.metadata.dedup_buckets))
+    write_scratch_parquet(folder.work / "urls" / f"part-{part['part']}.parquet", urls)
     return PartResult(t.num_rows, [s.name for s in chain.steps], rejected, {k: v.seconds for k, v in stats.items()},
                       count=kept.num_rows, inputs=[part["file"]], keep_rejects=False)
 

@@ -87,6 +87,14 @@ def file_digest(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
+def write_scratch_parquet(path: Loc, table: pa.Table) -> None:
+    """A work file, read back by the same build only: no dictionary pages (most columns are
+    unique per row, where Arrow's dictionary attempt costs most of the write: 1.5 s vs 0.2 s for
+    250k metadata rows), no statistics, no digest."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=False, write_statistics=False)
+
+
 def write_parquet(path: Loc, table: pa.Table) -> dict[str, Any]:
     with atomic_path(path) as tmp:
         # no creation-time metadata: same rows give the same bytes
