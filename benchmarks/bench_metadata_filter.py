@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Result, best_of, emit, laion_parquet, parse  # noqa: E402
+from benchmarks.common import Result, best_of, best_of_alternating, emit, laion_parquet, parse  # noqa: E402
 from fusionweave.transforms.laion_columns import normalise  # noqa: E402
 from fusionweave.transforms.metadata_filters import (CaptionLength, MaxAspectRatio, MinShortEdge, ScoreThreshold,  # noqa: E402
                                          UrlSafety)
@@ -46,8 +46,7 @@ def main() -> None:
     kept_ours, _, _ = chain(t)
     kept_bare, _ = bare(t)
     assert kept_ours.num_rows == kept_bare.num_rows, (kept_ours.num_rows, kept_bare.num_rows)
-    t_bare = best_of(lambda: bare(t))
-    t_ours = best_of(lambda: chain(t))
+    t_bare, t_ours = best_of_alternating([lambda: bare(t), lambda: chain(t)])
     n = t.num_rows
     sub = t.slice(0, min(n, 1_000_000))
     t_url = best_of(lambda: StepChain([UrlSafety(AddressPolicy())])(sub), repeat=1)

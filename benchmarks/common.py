@@ -53,6 +53,18 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
+def best_of_alternating(fns: list[Callable[[], object]], repeat: int = 7) -> list[float]:
+    """The best time of each function, run in turns: on a shared machine a load spike then
+    hits every side alike, not only the one that happened to run during it."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [min(ts) for ts in times]
+
+
 @dataclass
 class Result:
     """One side-by-side comparison: fusionweave's figure and its baseline's, same data, same run.

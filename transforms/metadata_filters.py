@@ -56,10 +56,11 @@ class MinShortEdge(Filter):
 
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
-        missing = np.isnan(w) | np.isnan(h)
         with np.errstate(invalid="ignore"):
-            small = ~missing & (np.minimum(w, h) < self.min_px)
-        return [("short_edge_too_small", small)] + ([("missing_size", missing)] if self.reject_missing else [])
+            small = np.minimum(w, h) < self.min_px  # NaN (a missing size) compares False: kept here
+        if not self.reject_missing:
+            return [("short_edge_too_small", small)]
+        return [("short_edge_too_small", small), ("missing_size", np.isnan(w) | np.isnan(h))]
 
 
 class MaxAspectRatio(Filter):
@@ -71,8 +72,7 @@ class MaxAspectRatio(Filter):
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
         with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = np.maximum(w, h) / np.minimum(w, h)
-            bad = ~np.isnan(ratio) & (ratio > self.max_ratio)
+            bad = np.maximum(w, h) / np.minimum(w, h) > self.max_ratio  # NaN compares False
         return [("aspect_ratio_too_large", bad)]
 
 
@@ -90,14 +90,12 @@ class ScoreThreshold(Filter):
 
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         v = _floats(batch, self.column)
-        missing = np.isnan(v)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # NaN (a missing score) compares False
             if self.max_value is not None:
-                bad, why = v > self.max_value, f"{self.column}_above_max"
+                out = [(f"{self.column}_above_max", v > self.max_value)]
             else:
-                bad, why = v < self.min_value, f"{self.column}_below_min"
-        out = [(why, bad & ~missing)]
-        return out + [(f"{self.column}_missing", missing)] if self.reject_missing else out
+                out = [(f"{self.column}_below_min", v < self.min_value)]
+        return out + [(f"{self.column}_missing", np.isnan(v))] if self.reject_missing else out
 
 
 class CaptionLength(Filter):
