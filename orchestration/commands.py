@@ -170,6 +170,13 @@ def cmd_sample_laion(args: argparse.Namespace) -> int:
 def cmd_sample_mcl(args: argparse.Namespace) -> int:
     from fusionweave.pipelines.fixtures.sample_mcl import PLANTED, generate
 
+    if args.closed:
+        from fusionweave.pipelines.fixtures.sample_mcl_closed import generate_closed
+
+        recipe = generate_closed(args.out, args.depth_model, args.seed, args.train, args.test)
+        print(f"wrote closed-answer MCL sources (four answers per modality) under {args.out} and the recipe {recipe}")
+        print(f"build them with: fusionweave build mcl --config {recipe} --out BUILD")
+        return 0
     recipe = generate(args.out, args.depth_model, args.seed)
     print(f"wrote MCL sources (image, video, audio, depth, point cloud) under {args.out} and the recipe {recipe}")
     print("planted bad inputs (expected reject reason: items): " + json.dumps(PLANTED))
