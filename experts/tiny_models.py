@@ -222,9 +222,11 @@ def make_word_tokenizer(words: list[str] | tuple[str, ...]) -> "object":
                                    pad_token="<pad>", additional_special_tokens=["<image>"], model_max_length=4096)
 
 
-def make_tiny_llm(out: str | Path, words: list[str] | None = None, layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_llm(out: str | Path, words: list[str] | None = None, layers: int = 2, seed: int = 0,
+                  init_range: float = 0.02) -> Path:
     """A Llama causal LM (hidden 64, 4 heads, `layers` layers) with a word-level tokenizer over
-    the chat template's words, the caption words and `words`, both saved under `out`."""
+    the chat template's words, the caption words and `words`, both saved under `out`. A frozen one
+    that soft prompts must steer needs a wider `init_range` (0.02 gives logits within about +-1)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -234,7 +236,7 @@ def make_tiny_llm(out: str | Path, words: list[str] | None = None, layers: int =
     cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=4, vocab_size=len(tok), max_position_embeddings=4096,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=False)
+                      tie_word_embeddings=False, initializer_range=init_range)
     model = LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
@@ -315,7 +317,45 @@ def make_tiny_llava_chat(out: str | Path, seed: int = 0) -> Path:
     return make_tiny_llava(out, seed=seed, words=words, hidden=64, layers=2, patch=16)
 
 
+def make_tiny_encoder(out: str | Path, modality: str = "image", seed: int = 0) -> Path:
+    """A frozen modality encoder for `train pathweave` on CPU, width 32: a CLIP vision tower (image 32,
+    patch 8) for images and video frames, the same with 4 input channels for RGB-D, an AST over
+    512x128 fbank chunks (8x8 patches), or the PointNet-style point encoder."""
+    import torch
+    from transformers import ASTConfig, ASTModel, CLIPVisionConfig, CLIPVisionModel
+
+    from fusionweave.experts.point_encoder import PointEncoder
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    if modality == "pointcloud":
+        PointEncoder(dim=32).save(out)
+    elif modality == "audio":
+        model = ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                   patch_size=16, frequency_stride=16, time_stride=64, max_length=512,
+                                   num_mel_bins=128))
+        with torch.no_grad():  # see below: where a patch is (its frequency) must survive
+            model.get_submodule("embeddings").position_embeddings.normal_(0.0, 1.0)
+        model.save_pretrained(out)
+    else:
+        model = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=32, patch_size=8,
+                                                 num_channels=4 if modality == "depth" else 3))
+        # random position embeddings of the usual 0.02 scale drown under the patch content, and then
+        # nothing downstream can tell where a patch is (motion, quadrants); a trained tower knows
+        with torch.no_grad():
+            model.get_submodule("embeddings").position_embedding.weight.normal_(0.0, 1.0)
+        model.save_pretrained(out)
+    _random_readme(out, f"{modality} encoder")
+    return out
+
+
+def _encoder_maker(modality: str) -> "object":
+    return lambda out, seed=0: make_tiny_encoder(out, modality, seed)
+
+
 TINY_MODELS = {"clip": make_tiny_clip, "clip-pair": make_tiny_clip_pair, "owlv2": make_tiny_owlv2,
                "depth": make_tiny_depth, "llava": make_tiny_llava, "eva02-clip": make_tiny_eva02_clip,
                "llm": make_tiny_llm, "vision-teacher": make_tiny_vision_teacher,
                "bert": make_tiny_bert, "resnet": make_tiny_resnet, "llava-chat": make_tiny_llava_chat}
+TINY_MODELS.update({f"{m}-encoder": _encoder_maker(m) for m in ("image", "video", "audio", "depth", "pointcloud")})
