@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--out", type=Path, required=True)
     sm.add_argument("--depth-model", type=Path, default=None, help="default: a tiny random depth model under OUT/models")
     sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--closed", action="store_true",
+                    help="closed-answer sources instead (colour, motion direction, pitch class, nearest quadrant, "
+                         "primitive; four answers each): what `train pathweave` tests learning and forgetting on")
+    sm.add_argument("--train", type=int, default=64, help="--closed: training items per modality")
+    sm.add_argument("--test", type=int, default=32, help="--closed: eval items per modality")
 
     sv = sub.add_parser("serve", help="serve sample data on 127.0.0.1 for the download stage")
     sv.add_argument("root", type=Path)
@@ -83,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tiny-model", help="write a tiny randomly initialised model (demos and tests; no meaning)")
     t.add_argument("kind", choices=["clip", "clip-pair", "owlv2", "depth", "llava", "eva02-clip", "llm", "vision-teacher",
-                                    "bert", "resnet", "llava-chat"],
+                                    "bert", "resnet", "llava-chat", "image-encoder", "video-encoder", "audio-encoder",
+                                    "depth-encoder", "pointcloud-encoder"],
                    help="clip: image tower (select); clip-pair: image+text (tagger); owlv2; depth; llava (captioner); "
                         "eva02-clip: an open_clip EVA02 config (select/tagger with backend: open_clip); "
                         "llm: a Llama causal LM with a word tokenizer, vision-teacher: a CLIP vision tower (EVE); "
                         "bert, resnet: text and image backbones (unipt, sherl); "
-                        "llava-chat: a LLaVA with a </s>-EOS tokenizer to fine-tune as a caption engine")
+                        "llava-chat: a LLaVA with a </s>-EOS tokenizer to fine-tune as a caption engine; "
+                        "<modality>-encoder: the frozen encoders of `train pathweave` (RGB-D for depth)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--seed", type=int, default=0)
 

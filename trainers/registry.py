@@ -44,4 +44,8 @@ METHODS: dict[str, TrainEntry] = {
     "caption-engine": TrainEntry("fusionweave.trainers.caption_engine.config:EngineConfig",
                                  "fusionweave.trainers.caption_engine.method:run",
                                  "DenseFusion's caption engine: LLaVA SFT of the pivot MLLM on teacher_sft.json"),
+    "pathweave": TrainEntry("fusionweave.trainers.pathweave.config:PathWeaveConfig",
+                            "fusionweave.trainers.pathweave.train:run",
+                            "PathWeave continual modality learning on an MCL build (Adapter-in-Adapter + MoE gate; "
+                            "method.baseline=sequential-finetune|joint for the baselines)"),
 }

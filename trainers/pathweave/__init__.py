@@ -1,0 +1,1 @@
+"""PathWeave: continual modality learning on MCL (Adapter-in-Adapter + MoE gate)."""
