@@ -223,7 +223,7 @@ def make_word_tokenizer(words: list[str] | tuple[str, ...]) -> "object":
 
 
 def make_tiny_llm(out: str | Path, words: list[str] | None = None, layers: int = 2, seed: int = 0,
-                  init_range: float = 0.02) -> Path:
+                  init_range: float = 0.02, intermediate: int = 128) -> Path:
     """A Llama causal LM (hidden 64, 4 heads, `layers` layers) with a word-level tokenizer over
     the chat template's words, the caption words and `words`, both saved under `out`. A frozen one
     that soft prompts must steer needs a wider `init_range` (0.02 gives logits within about +-1)."""
@@ -233,7 +233,7 @@ def make_tiny_llm(out: str | Path, words: list[str] | None = None, layers: int =
     torch.manual_seed(seed)
     out = Path(out)
     tok = make_word_tokenizer([*CHAT_WORDS, *CAPTION_WORDS, *(words or [])])
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=4, vocab_size=len(tok), max_position_embeddings=4096,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=False, initializer_range=init_range)
@@ -329,7 +329,11 @@ def make_tiny_encoder(out: str | Path, modality: str = "image", seed: int = 0) -
     torch.manual_seed(seed)
     out = Path(out)
     if modality == "pointcloud":
-        PointEncoder(dim=32).save(out)
+        enc = PointEncoder(dim=32)
+        with torch.no_grad():  # default init: shapes differ by ~0.06 of a token's spread; scaled, by ~0.3
+            enc.mlp[0].weight.mul_(3.0)
+            enc.mlp[2].weight.mul_(5.0)
+        enc.save(out)
     elif modality == "audio":
         model = ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                    patch_size=16, frequency_stride=16, time_stride=64, max_length=512,

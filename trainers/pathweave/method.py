@@ -91,6 +91,11 @@ class PathWeaveStage(Method):
             parts = [stage_mixture(build, s, bs, seed=seed, rank=rank, world_size=world) for s in self.plan.train]
             mix = Mixture([ld for m in parts for ld in m.loaders],
                           [w / len(parts) for m in parts for w in m.weights], seed=seed)
+        for ld in mix.loaders:
+            # a DataLoader draws its base seed from the global RNG at each new epoch iterator, and a
+            # resumed run makes iterators at other steps: a private generator keeps the gate noise's
+            # random stream the same as an uninterrupted run's
+            ld.loader_kwargs["generator"] = torch.Generator().manual_seed(seed)
         return StageLoader(mix, self.plan.steps)
 
     def loss(self, model: torch.nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
