@@ -5,12 +5,15 @@ a run killed in its last stage and resumed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, kill_build_when
+from tests.helpers import ROOT, cli, kill_build_when
 from tests.pathweave_helpers import MODALITIES, tiny_config, tiny_models
 
 pytestmark = pytest.mark.heavy
@@ -28,9 +31,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = tiny_config(root / "pathweave.yaml", root / "build", tiny_models(root / "models"))
     out = {"root": root, "config": cfg}
-    for name, extra in (("pathweave", []), ("sequential", ["--set", "method.baseline=sequential-finetune"])):
-        r = cli("train", "pathweave", "--config", str(cfg), "--out", str(root / name), "--no-progress", *extra, env=ENV)
-        assert r.returncode == 0, r.stderr[-3000:]
+    # the two runs side by side: each is one thread, and there are two cores
+    runs = {name: subprocess.Popen([sys.executable, "-m", "fusionweave.orchestration.cli", "train", "pathweave",
+                                    "--config", str(cfg), "--out", str(root / name), "--no-progress", *extra],
+                                   cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   text=True)
+            for name, extra in (("pathweave", []), ("sequential", ["--set", "method.baseline=sequential-finetune"]))}
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
         out[name] = json.loads((root / name / "continual.json").read_text())
     return out
 
