@@ -27,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # run order: cheap and data-side first, the model and training benchmarks last
 BENCHMARKS = ["metadata_filter", "metadata_engines", "validate", "download", "memory", "select", "loader", "mcl",
-              "perceive", "paddleocr", "caption", "s3", "cluster", "transfer", "eve", "caption_engine", "dytrack"]
+              "perceive", "paddleocr", "caption", "s3", "cluster", "transfer", "eve", "caption_engine", "dytrack",
+              "pathweave"]
 
 
 def machine() -> dict[str, Any]:

@@ -14,20 +14,25 @@ Each side: `--steps` timed Adam steps after one warm-up step, each forward under
 (trainers/matching/transfer/memory.py), the optimiser state read back after the step.
 
     python benchmarks/bench_pathweave.py               # batch 4, 3 steps: about 2 min on 2 cores
+    python benchmarks/bench_pathweave.py --size ci     # a tiny bridge and LLM: seconds
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import time
+
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from fusionweave.trainers.matching.transfer.memory import SavedTensorMeter, state_bytes
-from fusionweave.trainers.pathweave.config import BridgeConfig
-from fusionweave.trainers.pathweave.model import PathWeaveModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import Result, emit, parse  # noqa: E402
+from fusionweave.trainers.matching.transfer.memory import SavedTensorMeter, state_bytes  # noqa: E402
+from fusionweave.trainers.pathweave.config import BridgeConfig  # noqa: E402
+from fusionweave.trainers.pathweave.model import PathWeaveModel  # noqa: E402
 
 MODALITIES = ["image", "video", "audio", "depth", "pointcloud"]
 
@@ -50,10 +55,12 @@ def build(args: argparse.Namespace, side: str) -> PathWeaveModel:
     torch.manual_seed(0)
     llm = LlamaForCausalLM(LlamaConfig(hidden_size=args.llm_hidden, intermediate_size=args.llm_hidden * 8 // 3,
                                        num_hidden_layers=args.llm_layers, num_attention_heads=16,
-                                       num_key_value_heads=16, vocab_size=32_000))
+                                       num_key_value_heads=16, vocab_size=args.vocab))
     llm.requires_grad_(False)
     enc = {m: FixedFeatures(args.enc_width, args.tokens) for m in MODALITIES}
-    model = PathWeaveModel(llm, None, enc, BridgeConfig())
+    h = args.bridge_hidden
+    model = PathWeaveModel(llm, None, enc, BridgeConfig(hidden=h, layers=args.bridge_layers, heads=max(1, h // 64),
+                                                        intermediate=4 * h))
     if side == "pathweave":
         later = MODALITIES[1:]
         model.add_routes({m: later[:i + 1] for i, m in enumerate(later)}, 8, gated=True)
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace, side: str) -> dict:
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.05)
     g = torch.Generator().manual_seed(1)
     batch = {"features": torch.randn(args.batch, args.tokens, args.enc_width, generator=g)}
-    ids = torch.randint(5, 32_000, (args.batch, args.text), generator=g)
+    ids = torch.randint(5, args.vocab, (args.batch, args.text), generator=g)
     labels, attn = ids.clone(), torch.ones_like(ids)
     saved, times = 0, []
     for step in range(args.steps + 1):
@@ -100,9 +107,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=257, help="encoder tokens per sample (EVA-CLIP-g at 224: 257)")
     ap.add_argument("--enc-width", type=int, default=1408)
     ap.add_argument("--text", type=int, default=32, help="question + answer tokens")
+    ap.add_argument("--bridge-hidden", type=int, default=768)
+    ap.add_argument("--bridge-layers", type=int, default=12)
     ap.add_argument("--llm-hidden", type=int, default=1024)
     ap.add_argument("--llm-layers", type=int, default=8)
-    args = ap.parse_args()
+    ap.add_argument("--vocab", type=int, default=32_000)
+    args = parse(ap, {"ci": {"batch": 2, "steps": 1, "tokens": 17, "enc_width": 32, "text": 8, "bridge_hidden": 64,
+                             "bridge_layers": 2, "llm_hidden": 64, "llm_layers": 2, "vocab": 1000}})
     rows = {s: run(args, s) for s in ("pathweave", "full")}
     mib = 2 ** 20
     for r in rows.values():
@@ -110,11 +121,16 @@ def main() -> None:
               f"({100 * r['trainable'] / r['total']:.2f}%), saved for backward {r['saved_bytes'] / mib:.0f} MiB, "
               f"Adam state {r['adam_bytes'] / mib:.1f} MiB, {r['s_per_step']:.2f} s/step")
     pw, full = rows["pathweave"], rows["full"]
-    mem = (pw["saved_bytes"] + pw["adam_bytes"]) / (full["saved_bytes"] + full["adam_bytes"])
-    print(f"pathweave / full: memory (saved + Adam) {mem:.3f}x, s/step {pw['s_per_step'] / full['s_per_step']:.2f}x, "
-          f"trainable {pw['trainable'] / full['trainable']:.4f}x "
-          f"({100 * (1 - pw['trainable'] / full['trainable']):.2f}% fewer)")
-    print(json.dumps(rows))
+    setting = (f"bridge {args.bridge_hidden} x {args.bridge_layers} layers, LLM {args.llm_hidden} x {args.llm_layers}, "
+               f"batch {args.batch}, {args.tokens} encoder tokens, random weights")
+    both = {"pathweave": pw, "full": full}
+    emit([Result("pathweave/memory", f"stage-5 adapters vs full bridge fine-tuning, bytes saved for backward + Adam "
+                                     f"state, {setting}", (pw["saved_bytes"] + pw["adam_bytes"]) / mib,
+                 (full["saved_bytes"] + full["adam_bytes"]) / mib, "MiB", "<= 0.6", both),
+          Result("pathweave/trainable", f"stage-5 trainable parameters vs full bridge fine-tuning (paper: 98.73% "
+                                        f"fewer), {setting}", pw["trainable"], full["trainable"], "params", "<= 0.02"),
+          Result("pathweave/step", f"seconds per optimiser step, stage-5 adapters vs full bridge fine-tuning, {setting}",
+                 pw["s_per_step"], full["s_per_step"], "s/step")], args)
 
 
 if __name__ == "__main__":
