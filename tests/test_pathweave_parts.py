@@ -16,7 +16,6 @@ from fusionweave.trainers.pathweave.config import PathWeaveConfig
 from fusionweave.trainers.pathweave.plan import routing, stage_plans, trainable_parts
 from fusionweave.trainers.pathweave.report import continual_metrics
 from fusionweave.trainers.pathweave.train import checked_stages
-from tests.helpers import cli
 
 MODS = ["image", "video", "audio", "depth", "pointcloud"]
 
@@ -113,13 +112,17 @@ def test_bad_input_refused_before_training(tmp_path: Path) -> None:
         checked_stages(_config(tmp_path, build))
 
 
-def test_cli_refusal_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_cli_refusal_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fusionweave train pathweave` on a stage without training shards: the CLI's own entry, in
+    process (a subprocess would pay the CLI's imports again for the same code path)."""
+    from fusionweave.orchestration.cli import main
+
     cfg = tmp_path / "pw.yaml"
     build = _manifest(tmp_path / "b", empty="video")
     cfg.write_text(yaml.safe_dump({"build": str(build), "model": {
         "llm": "x", "encoders": {m: {"kind": "vision", "model": "x"} for m in MODS}}}))
-    r = cli("train", "pathweave", "--config", str(cfg), "--out", str(tmp_path / "run"))
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "stage 1 (video) has no training samples" in lines[0] and "Traceback" not in r.stderr
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    assert main(["train", "pathweave", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stage 1 (video) has no training samples" in lines[0] and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
