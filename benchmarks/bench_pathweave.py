@@ -129,8 +129,8 @@ def main() -> None:
                  (full["saved_bytes"] + full["adam_bytes"]) / mib, "MiB", "<= 0.6", both),
           Result("pathweave/trainable", f"stage-5 trainable parameters vs full bridge fine-tuning (paper: 98.73% "
                                         f"fewer), {setting}", pw["trainable"], full["trainable"], "params", "<= 0.02"),
-          Result("pathweave/step", f"seconds per optimiser step, stage-5 adapters vs full bridge fine-tuning, {setting}",
-                 pw["s_per_step"], full["s_per_step"], "s/step")], args)
+          Result("pathweave/step", f"seconds per optimiser step, stage-5 adapters vs full bridge fine-tuning, "
+                                   f"{setting}", pw["s_per_step"], full["s_per_step"], "s/step")], args)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # the two runs side by side: each is one thread, and there are two cores
     runs = {name: subprocess.Popen([sys.executable, "-m", "fusionweave.orchestration.cli", "train", "pathweave",
                                     "--config", str(cfg), "--out", str(root / name), "--no-progress", *extra],
-                                   cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
+                                   cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
             for name, extra in (("pathweave", []), ("sequential", ["--set", "method.baseline=sequential-finetune"]))}
     for name, proc in runs.items():
         _, err = proc.communicate(timeout=900)

@@ -33,7 +33,8 @@ class ModelConfig(Strict):
     llm: str = Field(description="a transformers causal LM (frozen), local folder or cached HF id")
     encoders: dict[Modality, EncoderConfig]
     bridge: BridgeConfig = BridgeConfig()
-    bottleneck: int = Field(8, gt=0, le=4096, description="uni-modal adapter bottleneck (the in-adapter is this square)")
+    bottleneck: int = Field(8, gt=0, le=4096,
+                            description="uni-modal adapter bottleneck (the in-adapter is this square)")
     image_lr: float | None = Field(None, gt=0, le=10, description="lr of the image stage, which trains the bridge "
                                                                    "itself (default: recipe.lr)")
 

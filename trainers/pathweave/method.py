@@ -101,7 +101,8 @@ class PathWeaveStage(Method):
     def loss(self, model: torch.nn.Module, batch: Any, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         _, b = batch
         recs = b["json"]
-        ids, labels, attn = (t.to(ctx.device) for t in self.prompter.train_batch(recs, ctx.step))  # type: ignore[union-attr]
+        assert self.prompter is not None  # model() made it
+        ids, labels, attn = (t.to(ctx.device) for t in self.prompter.train_batch(recs, ctx.step))
         return model(recs[0]["modality"], b, ids, labels, attn), {}
 
     def evaluate(self, model: torch.nn.Module, ctx: StepContext) -> dict[str, float]:
