@@ -19,7 +19,12 @@ def tiny_models(root: Path) -> dict[str, Path]:
     return paths
 
 
-def tiny_config(path: Path, build: Path, models: dict[str, Path], steps: int = 250, **method: object) -> Path:
+def tiny_models_of(root: Path) -> dict[str, Path]:
+    """The folders `tiny_models(root)` wrote."""
+    return {"llm": root / "llm", **{m: root / f"{m}-encoder" for m in MODALITIES}}
+
+
+def tiny_config(path: Path, build: Path, models: dict[str, Path], stage_steps: int = 250, **method: object) -> Path:
     from fusionweave.pipelines.fixtures.sample_mcl_closed import QUESTIONS
 
     cfg = {
@@ -30,7 +35,7 @@ def tiny_config(path: Path, build: Path, models: dict[str, Path], steps: int = 2
                              "cross_every": 1},
                   "bottleneck": 8, "image_lr": 1e-2},
         # video (motion from 5 frames) needs the most steps of the four
-        "method": {"steps": {"image": 120, **{m: steps for m in MODALITIES[1:]}, "video": 400}, "batch_size": 8,
+        "method": {"steps": {"image": 120, **{m: stage_steps for m in MODALITIES[1:]}, "video": 400}, "batch_size": 8,
                    **method},
         "eval": {"batch_size": 32, "num_beams": 1, "answer": {"min_new_tokens": 1, "max_new_tokens": 2},
                  "cls_prompt": {"depth": QUESTIONS["depth"], "pointcloud": QUESTIONS["pointcloud"]}},

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, cli, kill_build_when
-from tests.pathweave_helpers import MODALITIES, tiny_config, tiny_models
+from tests.pathweave_helpers import MODALITIES, tiny_config, tiny_models, tiny_models_of
 
 pytestmark = pytest.mark.heavy
 CHANCE = 25.0
@@ -86,6 +86,22 @@ def test_report_files(runs: dict) -> None:
     assert set(rep) >= {"average", "forgetting", "bwt", "plasticity", "trainable_share", "final"}
     ev = json.loads((root / "stage4-pointcloud" / "eval.json").read_text())
     assert {s["modality"] for s in ev["sets"].values()} == set(MODALITIES)
+
+
+def test_runs_the_sample_mcl_build(runs: dict, mcl_built: dict, tmp_path: Path) -> None:
+    """The five stages of `fusionweave sample-mcl`'s build (the session's, tests/builds.py): captions
+    scored against the exported COCO-format ground truth, QA, out-of-domain scene classes."""
+    cfg = tiny_config(tmp_path / "sample.yaml", mcl_built["out"], tiny_models_of(runs["root"] / "models"),
+                      steps={m: 1 for m in MODALITIES}, batch_size=2)
+    r = cli("train", "pathweave", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress",
+            "--set", "eval.caption.max_new_tokens=3", env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "continual.json").read_text())["stages"] == list(MODALITIES)
+    sets = json.loads((tmp_path / "run" / "stage4-pointcloud" / "eval.json").read_text())["sets"]
+    assert {s["modality"] for s in sets.values()} == set(MODALITIES)
+    captions = [s for s in sets.values() if s["task"] == "caption"]
+    assert captions and all({"bleu4", "rouge_l", "cider"} <= set(s) for s in captions)
+    assert sets["nyu"]["task"] == "cls" and "accuracy" in sets["nyu"]
 
 
 def test_killed_in_a_stage_resumes_to_the_same_matrix(runs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
