@@ -15,7 +15,6 @@ sampled every 200 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import threading

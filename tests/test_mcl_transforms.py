@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from fusionweave.pipelines.fixtures.sample_mcl import encode_mp4
 from fusionweave.transforms.mcl import audio_fbank, pointcloud, video_frames
 
 
@@ -49,20 +50,7 @@ def test_point_cloud_bad_inputs() -> None:
 
 
 def mp4(colours: list[tuple[int, int, int]], size: int = 64) -> bytes:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        s = out.add_stream("mpeg4", rate=10)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for c in colours:
-            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), c, np.uint8), format="rgb24")
-            for packet in s.encode(frame):
-                out.mux(packet)
-        for packet in s.encode():
-            out.mux(packet)
-    return buf.getvalue()
+    return encode_mp4((np.full((size, size, 3), c, np.uint8) for c in colours), size)
 
 
 def test_video_frames_order_rgb_and_sampling() -> None:
