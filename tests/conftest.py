@@ -47,7 +47,7 @@ def curate_cfg(parquet: Path | list[Path], **overrides: object) -> "object":
     data: dict = {
         "metadata": {"input": parquet if isinstance(parquet, list) else [parquet], "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
-        "download": {"timeout": 5, "retries": 0, "thread_count": 16},
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "keep_shards": True},
     }
     for dotted, value in overrides.items():
         section, key = dotted.split("__")

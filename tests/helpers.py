@@ -22,7 +22,8 @@ def write_recipe(path: Path, parquet: Path | list[Path], **curate_overrides: dic
                      "rows_per_shard": 100},
         "url_policy": {"allow_private_networks": ["127.0.0.1"]},
         # the sample server's drip route holds a download until the deadline: keep it short
-        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "deadline": 5},
+        # the download kept as a stage of its own (the tests of the fused default say so)
+        "download": {"timeout": 5, "retries": 0, "thread_count": 16, "deadline": 5, "keep_shards": True},
     }
     for section, values in curate_overrides.items():
         curate.setdefault(section, {}).update(values)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionweave.transforms.image_validate import ImageLimits, phash64, sniff_format, validate_image
+from fusionweave.transforms.image_validate import ImageLimits, image_phash, phash64, sniff_format, validate_image
 
 LIM = ImageLimits(min_short_edge=32)
 
@@ -126,3 +126,61 @@ def test_phash_near_and_far():
     assert bin(ha ^ hb).count("1") <= 4
     assert bin(ha ^ hc).count("1") > 12
     assert 0 <= ha < 2**64
+
+
+def photo(w=640, h=480):
+    """A smooth picture (pHash is meant for photographs, not noise)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.stack([128 + 100 * np.sin(x / 50), 128 + 100 * np.cos(y / 40), 128 + 60 * np.sin((x + y) / 90)], -1)
+    arr[h // 4: h // 2, w // 4: w // 2] = (240, 30, 30)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def hamming(a, b):
+    return bin(a ^ b).count("1")
+
+
+def test_large_jpeg_decoded_reduced_still_fails_when_broken():
+    data = enc(photo(), "JPEG", quality=90)
+    for cut in (0.3, 0.9):
+        r = validate_image(data[: int(len(data) * cut)], LIM)
+        assert r.reason == "decode_error" and "truncated" in r.detail
+    broken = bytearray(data)
+    broken[len(data) // 2: len(data) // 2 + 200] = b"\xff" * 200
+    assert validate_image(bytes(broken), LIM).reason == "decode_error"
+
+
+def test_reduced_decode_hashes_like_the_full_picture():
+    img = photo()
+    jpg = validate_image(enc(img, "JPEG", quality=90), LIM)
+    png = validate_image(enc(img, "PNG"), LIM)
+    assert jpg.data is not None and not jpg.normalised and (jpg.width, jpg.height) == (640, 480)
+    assert png.normalised and (png.width, png.height) == (640, 480)
+    # the JPEG's reduced decode and the PNG's full pixels give near-identical hashes, so a
+    # re-encoded copy is still found as a near duplicate across formats
+    assert hamming(jpg.phash, png.phash) <= 2
+    assert hamming(jpg.phash, phash64(img)) <= 2
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_large_jpeg_in_another_mode_is_decoded_whole_and_reencoded(mode):
+    r = validate_image(enc(photo().convert(mode), "JPEG", quality=90), LIM)
+    assert r.normalised and r.source_mode == mode and (r.width, r.height) == (640, 480)
+    out = Image.open(io.BytesIO(r.data))
+    assert out.mode == "RGB" and out.size == (640, 480)
+
+
+def test_large_rotated_jpeg_is_turned_and_hashed_upright():
+    upright = photo(640, 480)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    r = validate_image(enc(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes(), quality=95), LIM)
+    assert (r.width, r.height) == (640, 480) and r.normalised
+    assert Image.open(io.BytesIO(r.data)).size == (640, 480)
+    assert hamming(r.phash, phash64(upright)) <= 2
+
+
+def test_image_phash_is_what_validate_records():
+    data = enc(photo(), "JPEG", quality=80)
+    assert image_phash(data) == validate_image(data, LIM).phash
+    assert image_phash(b"<html>") is None

@@ -114,22 +114,86 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
-    """Everything the validate stage needs from one encoded image, or a reject reason."""
+    """Everything the validate stage needs from one encoded image, or a reject reason.
+
+    A JPEG is decoded once, at reduced scale (libjpeg's DCT scaling): the whole entropy-coded
+    stream is still read, so truncated or corrupt files fail as in a full decode, and the small
+    picture is all the pHash needs. Full pixels are decoded only for an image that must be
+    re-encoded (another colour mode, an EXIF rotation, another output format)."""
     if not data:
         return ValidatedImage(None, None, reason="empty_file")
     if len(data) > limits.max_bytes:
         return ValidatedImage(None, None, reason="file_too_large", detail=f"{len(data)} bytes")
-    fmt = sniff_format(data)  # fast path; the decoder has the last word
+    d = _decode(data, sniff_format(data), limits, reduced=True)  # the sniff is a fast path; the decoder has the last word
+    if isinstance(d, ValidatedImage):
+        return d
+    fmt, mode = d.fmt, d.mode
+    upright = _upright(d.img, d.orientation)
+    rotated = upright is not d.img
+    w, h = d.size[::-1] if rotated and d.orientation in _SWAPS_AXES else d.size
+    short, long_ = min(w, h), max(w, h)
+    if short < limits.min_short_edge:
+        return ValidatedImage(None, None, w, h, fmt, mode, reason="short_edge_too_small", detail=f"{w}x{h}")
+    if limits.max_aspect_ratio is not None and long_ / short > limits.max_aspect_ratio:
+        return ValidatedImage(None, None, w, h, fmt, mode, reason="aspect_ratio_too_large", detail=f"{w}x{h}")
+    phash = phash64(upright)
+    target = limits.output_format
+    if target == "original":
+        target = "jpg" if fmt == "jpg" or (fmt == "webp" and mode == "RGB") else "png"
+    keep_bytes = fmt == target and mode == "RGB" and not rotated
+    if keep_bytes:
+        out, ext = data, fmt
+    else:
+        if d.reduced:
+            d = _decode(data, fmt, limits, reduced=False)
+            if isinstance(d, ValidatedImage):
+                return d
+            upright = _upright(d.img, d.orientation)
+        rgb = to_rgb(upright)
+        buf = io.BytesIO()
+        if target == "jpg":
+            rgb.save(buf, format="JPEG", quality=limits.jpeg_quality)
+        else:
+            rgb.save(buf, format="PNG", optimize=False)
+        out, ext = buf.getvalue(), target
+    return ValidatedImage(out, ext, w, h, fmt, mode, normalised=not keep_bytes,
+                          sha256=hashlib.sha256(data).hexdigest(), phash=phash)
+
+
+# EXIF orientations that turn the picture by 90 degrees (width and height swap)
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+PHASH_EDGE = 48  # the reduced decode keeps at least this many pixels on the short edge
+
+
+@dataclass
+class _Decoded:
+    img: Image.Image  # loaded; for `reduced`, smaller than `size` and possibly grey
+    fmt: str | None
+    mode: str  # the source's colour mode (before any reduced decode)
+    size: tuple[int, int]  # the source's stored size
+    orientation: int | None
+    reduced: bool
+
+
+def _decode(data: bytes, fmt: str | None, limits: ImageLimits, reduced: bool) -> _Decoded | ValidatedImage:
+    """The loaded image, or a reject. The pixel cap is checked from the header, before any pixel
+    is decoded. `reduced`: a JPEG is decoded at the smallest DCT scale that keeps PHASH_EDGE
+    pixels on its short edge."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = open_image(data)
         fmt = DECODERS.get(img.format or "", fmt)
-        # the pixel cap is checked from the header, before any pixel is decoded
         w0, h0 = img.size
         if w0 * h0 > limits.max_pixels:
             return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=f"{w0}x{h0}")
+        mode, orientation = img.mode, _orientation(img)
+        reduced = reduced and img.format == "JPEG" and min(w0, h0) >= 2 * PHASH_EDGE
+        if reduced:
+            scale = min(w0, h0) / PHASH_EDGE
+            img.draft("L" if mode in ("RGB", "L") else mode, (int(w0 / scale), int(h0 / scale)))
         img.load()
+        return _Decoded(img, fmt, mode, (w0, h0), orientation, reduced)
     except UnidentifiedImageError as err:
         # no allowed decoder recognises the bytes: not an image, unless the sniff saw an
         # image's magic (then it is a broken one)
@@ -139,40 +203,26 @@ def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
     except Image.DecompressionBombError as err:
         return ValidatedImage(None, None, source_format=fmt, reason="decompression_bomb", detail=str(err)[:300])
     except Exception as err:  # noqa: BLE001 - any decoder error is a reject, never a crash
-        return ValidatedImage(None, None, source_format=fmt, reason="decode_error", detail=f"{type(err).__name__}: {err}"[:300])
-    mode = img.mode
-    orientation = _orientation(img)
-    rotated = orientation not in (None, 1)
-    transposed = img
-    if rotated:
-        try:
-            transposed = ImageOps.exif_transpose(img)
-        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
-            rotated = False
-    rgb = to_rgb(transposed)
-    w, h = rgb.size
-    short, long_ = min(w, h), max(w, h)
-    if short < limits.min_short_edge:
-        return ValidatedImage(None, None, w, h, fmt, mode, reason="short_edge_too_small", detail=f"{w}x{h}")
-    if limits.max_aspect_ratio is not None and long_ / short > limits.max_aspect_ratio:
-        return ValidatedImage(None, None, w, h, fmt, mode, reason="aspect_ratio_too_large", detail=f"{w}x{h}")
-    target = limits.output_format
-    if target == "original":
-        target = "jpg" if fmt == "jpg" or (fmt == "webp" and mode == "RGB") else "png"
-    keep_bytes = fmt == target and mode == "RGB" and not rotated
-    if keep_bytes:
-        out, ext = data, fmt
-    else:
-        buf = io.BytesIO()
-        if target == "jpg":
-            rgb.save(buf, format="JPEG", quality=limits.jpeg_quality)
-        else:
-            rgb.save(buf, format="PNG", optimize=False)
-        out, ext = buf.getvalue(), target
-    return ValidatedImage(
-        out, ext, w, h, fmt, mode, normalised=not keep_bytes,
-        sha256=hashlib.sha256(data).hexdigest(), phash=phash64(rgb),
-    )
+        return ValidatedImage(None, None, source_format=fmt, reason="decode_error",
+                              detail=f"{type(err).__name__}: {err}"[:300])
+
+
+def _upright(img: Image.Image, orientation: int | None) -> Image.Image:
+    """`img` turned as its EXIF orientation says; `img` itself when there is nothing to turn
+    or the EXIF block is broken (which should not lose the image)."""
+    if orientation in (None, 1):
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001
+        return img
+
+
+def image_phash(data: bytes) -> int | None:
+    """The pHash `validate_image` records for these bytes (None: not a decodable image), for
+    tools that compare an image against a recorded one."""
+    d = _decode(data, sniff_format(data), ImageLimits(), reduced=True)
+    return None if isinstance(d, ValidatedImage) else phash64(_upright(d.img, d.orientation))
 
 
 def _orientation(img: Image.Image) -> int | None:
@@ -183,10 +233,12 @@ def _orientation(img: Image.Image) -> int | None:
 
 
 def phash64(img: Image.Image) -> int:
-    """imagehash's DCT perceptual hash as an unsigned 64-bit int. Large images are reduced
-    first with PIL's fast integer `reduce` (to 48-95 px): the hash only looks at 32x32."""
-    grey = img.convert("L")
-    factor = max(1, min(img.size) // 48)
+    """imagehash's DCT perceptual hash as an unsigned 64-bit int. Large images are turned grey,
+    then reduced with PIL's fast integer `reduce` (to 48-95 px): the hash only looks at 32x32.
+    Grey first, as a JPEG's reduced decode does (its luma, box-averaged by the DCT scaling),
+    so that a JPEG and a PNG of one picture hash alike."""
+    grey = img.convert("L") if img.mode != "L" else img
+    factor = max(1, min(img.size) // PHASH_EDGE)
     small = grey.reduce(factor) if factor > 1 else grey
     bits = imagehash.phash(small).hash.flatten()
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])

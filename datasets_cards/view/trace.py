@@ -4,7 +4,6 @@ rejected. `fusionweave trace OUT KEY [--json]` prints it; the viewer's sample pa
 from __future__ import annotations
 
 import difflib
-import io
 import json
 import re
 from pathlib import Path
@@ -49,9 +48,7 @@ def phash_distance(view: BuildView, key: str, other: str) -> int | None:
     """Hamming distance of pHashes for a near-duplicate pair: the kept image's pHash as recorded
     in its json; the rejected one's recomputed from its downloaded bytes (it has no json)."""
     try:
-        from PIL import Image, ImageOps
-
-        from fusionweave.transforms.image_validate import phash64
+        from fusionweave.transforms.image_validate import image_phash
     except ImportError:
         return None
     theirs = None
@@ -69,11 +66,8 @@ def phash_distance(view: BuildView, key: str, other: str) -> int | None:
         for ext in ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff", "avif", "bin"):
             raw = view.member(stage, key, ext) if ext in members else None
             if raw:
-                try:
-                    img = ImageOps.exif_transpose(Image.open(io.BytesIO(raw)))
-                    return bin(phash64(img.convert("RGB")) ^ theirs).count("1")
-                except Exception:  # noqa: BLE001 - not decodable: no distance to show
-                    return None
+                ours = image_phash(raw)  # None: not decodable, no distance to show
+                return None if ours is None else bin(ours ^ theirs).count("1")
     return None
 
 

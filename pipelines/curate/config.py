@@ -85,6 +85,9 @@ class DownloadConfig(Strict):
     max_bytes: int = Field(50 * 1024 * 1024, gt=0)
     max_redirects: int = Field(5, ge=0)
     task_cpus: float = Field(0.5, gt=0)
+    # true: the download is a stage of its own and its shards (the bytes as served) are kept;
+    # false: validate downloads and decodes each part in one task and no raw copy is written
+    keep_shards: bool = False
 
 
 class ValidateConfig(Strict):

@@ -1,7 +1,8 @@
 """Curate, stage 2: download every URL shard with img2dataset into our WebDataset shards.
 
 img2dataset's `Downloader` runs inside a Ray task (so its spawn-based multiprocessing is never
-involved) with resizing and re-encoding off: the original bytes are kept for the captioner.
+involved) with resizing and re-encoding off: the original bytes are kept for the captioner. Its
+samples are kept in memory (`MemorySampleWriter`), not written to a tar and read back.
 Its per-row status and error message become our rejects; its per-shard stats go in our
 manifest. Members are renamed to our stable keys.
 """
@@ -9,33 +10,34 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fusionweave.pipelines.storage import store
 from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.storage.location import Loc
 from fusionweave.pipelines.curate import metadata
 from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.curate.memory_writer import MemorySampleWriter
 from fusionweave.pipelines.curate.safe_http import classify_error, install
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.runner import PartResult, Stage, run_stage
 from fusionweave.pipelines.storage.shard_sink import make_rejects, shard_name
-from fusionweave.pipelines.storage.shard_source import Sample, iter_shard
 from fusionweave.transforms.image_validate import sniff_format
 
 STAGE = "download"
+FETCH_STEP = "img2dataset"  # the step that names the download's rejects
 CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "punsafe", "pwatermark", "license",
            "sample_id", "source"]
 
 
-def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path, shard_id: int) -> tuple[Path, dict[str, Any]]:
+def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
+                       shard_id: int) -> tuple[list[tuple[dict[str, Any], bytes | None]], dict[str, Any]]:
     from img2dataset.downloader import Downloader
     from img2dataset.resizer import Resizer
-    from img2dataset.writer import WebDatasetSampleWriter
 
     d = cfg.download
     if work.exists():
@@ -47,61 +49,75 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path, shard_id: 
         writer.write_table(table)
     resizer = Resizer(image_size=0, resize_mode="no", resize_only_if_bigger=False, disable_all_reencoding=True)
     downloader = Downloader(
-        sample_writer_class=WebDatasetSampleWriter, resizer=resizer, thread_count=d.thread_count, save_caption=True,
+        sample_writer_class=MemorySampleWriter, resizer=resizer, thread_count=d.thread_count, save_caption=True,
         extract_exif=False, output_folder=str(work), column_list=["url", "caption", "fw_key"], timeout=d.timeout,
         number_sample_per_shard=max(10, rows.num_rows), oom_shard_count=6, compute_hash=None, verify_hash_type=None,
         encode_format="jpg", retries=d.retries, user_agent_token=d.user_agent_token,
         disallowed_header_directives=d.disallowed_header_directives,
     )
     ok, _ = downloader((shard_id, str(feather)))
+    written = MemorySampleWriter.take(str(work))
     if not ok:
         raise RuntimeError(f"img2dataset failed on shard {shard_id}")
     stats_file = work / f"{shard_id:06d}_stats.json"
     i2d_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    return work / f"{shard_id:06d}", i2d_stats
+    return written, i2d_stats
 
 
-def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
+@dataclass
+class Fetched:
+    """One part's download: the images it got, in `ord` order, and a reject for every other row."""
+
+    rows_in: int
+    kept: list[dict[str, Any]]  # the part's metadata rows that have an image, by `ord`
+    images: dict[str, bytes]  # key -> the bytes as served
+    rejects: list[dict[str, Any]]
+    img2dataset: dict[str, Any]  # its per-shard statistics
+
+    def samples(self) -> Iterator[dict[str, Any]]:
+        """The download's WebDataset samples."""
+        for r in self.kept:
+            data = self.images[r["key"]]
+            yield {"__key__": r["key"], sniff_format(data) or "bin": data, "txt": r["caption"] or "",
+                   "json": {c: r[c] for c in CARRIED}}
+
+
+def fetch(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> Fetched:
+    """Download one metadata part with img2dataset; the bytes stay in memory."""
     d = cfg.download
     install(cfg.url_policy.policy(), d.max_bytes, d.max_redirects, d.deadline)
     rows = store.read_parquet(part["input"]).sort_by("ord")
     shard_id = int(part["part"])
-    # img2dataset writes to local disk (its shard is read back into memory below)
+    # img2dataset's input file and statistics go to local disk (its samples stay in memory)
     scratch = store.local_scratch(folder.work / f"dl-{part['part']}")
-    base, i2d_stats = _img2dataset_shard(cfg, rows, scratch, shard_id)
-    status = pq.read_table(f"{base}.parquet", columns=["fw_key", "status", "error_message"]).to_pylist()
+    written, i2d_stats = _img2dataset_shard(cfg, rows, scratch, shard_id)
+    shutil.rmtree(scratch, ignore_errors=True)
     row_list = rows.to_pylist()
     by_key = {r["key"]: r for r in row_list}
     images: dict[str, bytes] = {}
-    for item in iter_shard(f"{base}.tar"):
-        if isinstance(item, Sample) and "json" in item.members:
-            meta = json.loads(item.members["json"])
-            images[meta["fw_key"]] = item.members.get("jpg", b"")
     rejects: list[dict[str, Any]] = []
     seen = set()
-    for r in status:
-        k = r["fw_key"]
+    for meta, data in sorted(written, key=lambda w: by_key.get(w[0]["fw_key"], {}).get("ord", -1)):
+        k = meta["fw_key"]
         seen.add(k)
-        if r["status"] != "success" or k not in images:
-            msg = r["error_message"] or r["status"] or "missing from img2dataset output"
-            rejects.append({"key": k, "step": "img2dataset", "reason": classify_error(msg), "detail": msg[:300],
+        if meta["status"] == "success" and data is not None:
+            images[k] = data
+        else:
+            msg = meta["error_message"] or meta["status"] or "missing from img2dataset output"
+            rejects.append({"key": k, "step": FETCH_STEP, "reason": classify_error(msg), "detail": msg[:300],
                             "url": by_key[k]["url"]})
     for k in by_key.keys() - seen:  # img2dataset never dropped a row in testing; if it ever does, say so
-        rejects.append({"key": k, "step": "img2dataset", "reason": "lost_by_downloader", "url": by_key[k]["url"]})
-    rejected_keys = {x["key"] for x in rejects}
-    kept = [r for r in row_list if r["key"] in images and r["key"] not in rejected_keys]
+        rejects.append({"key": k, "step": FETCH_STEP, "reason": "lost_by_downloader", "url": by_key[k]["url"]})
+    stats = {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download", "failed_to_resize",
+                                           "status_dict") if k in i2d_stats}
+    return Fetched(rows.num_rows, [r for r in row_list if r["key"] in images], images, rejects, stats)
 
-    def samples() -> Any:
-        for r in kept:
-            data = images[r["key"]]
-            yield {"__key__": r["key"], sniff_format(data) or "bin": data, "txt": r["caption"] or "",
-                   "json": {c: r[c] for c in CARRIED}}
 
-    shutil.rmtree(scratch, ignore_errors=True)  # all of it is in memory now
-    return PartResult(rows.num_rows, ["img2dataset"], make_rejects(rejects, STAGE), samples=samples() if kept else None, name=shard_name(shard_id),
-                      extra={"img2dataset": {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download",
-                                                                           "failed_to_resize", "status_dict")
-                                             if k in i2d_stats}})
+def download_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
+    f = fetch(cfg, folder, part)
+    return PartResult(f.rows_in, [FETCH_STEP], make_rejects(f.rejects, STAGE),
+                      samples=f.samples() if f.kept else None, name=shard_name(int(part["part"])),
+                      extra={"img2dataset": f.img2dataset})
 
 
 def plan(out: Loc) -> list[dict[str, Any]]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -17,13 +18,13 @@ from fusionweave.pipelines.storage import store
 from fusionweave.pipelines.storage.build_folder import PartEntry, StageFolder
 from fusionweave.pipelines.storage.location import Loc, location
 from fusionweave.pipelines.storage.published import published, published_files
-from fusionweave.pipelines.curate import download
+from fusionweave.pipelines.curate import download, metadata
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
 from fusionweave.pipelines.global_dedup import apply_dups, band_rows, bucket_of, dups_for_part, run_exact, run_near
 from fusionweave.pipelines.runner import PartResult, Stage, run_parts, run_stage
-from fusionweave.pipelines.storage.shard_sink import make_rejects, rejects_table, shard_name, write_parquet
-from fusionweave.pipelines.storage.shard_source import READ_SHARD, iter_image_samples
+from fusionweave.pipelines.storage.shard_sink import encode_sample, make_rejects, rejects_table, shard_name, write_parquet
+from fusionweave.pipelines.storage.shard_source import READ_SHARD, ImageSample, Sample, image_sample, iter_image_samples
 from fusionweave.transforms.image_steps import DecodeValidate
 from fusionweave.transforms.image_validate import ImageLimits
 from fusionweave.transforms.step import StepChain
@@ -41,11 +42,11 @@ def limits(cfg: CurateConfig) -> ImageLimits:
                        output_format=v.output_format)
 
 
-def read_samples(path: Loc, expected: int | None) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """Rows for the decode step, and rejects for whatever in the tar is not a usable sample."""
+def sample_rows(items: Iterable[ImageSample | dict]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Rows for the decode step, and rejects for whatever is not a usable sample."""
     rows: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    for item in iter_image_samples(path, expected):
+    for item in items:
         if isinstance(item, dict):
             bad.append(item)
             continue
@@ -56,9 +57,33 @@ def read_samples(path: Loc, expected: int | None) -> tuple[pa.Table, list[dict[s
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad
 
 
+@dataclass
+class PartRows:
+    """A part's rows for the decode, what was rejected before it, and the steps that did it."""
+
+    table: pa.Table
+    rejects: list[dict[str, Any]]
+    steps: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartRows:
+    """Read from the download's shard, or (fused) downloaded here: the samples handed on in memory
+    exactly as that shard would hold them (same members, same bytes), with the download's rejects."""
+    if not part.get("fused"):
+        return PartRows(*sample_rows(iter_image_samples(location(part["input"]), part.get("expected"))), [READ_SHARD])
+    fetched = download.fetch(cfg, folder, part)
+    items = (image_sample(Sample(s["__key__"], {k: v for k, v in encode_sample(s).items() if k != "__key__"}), i)
+             for i, s in enumerate(fetched.samples()))
+    table, bad = sample_rows(items)
+    return PartRows(table, [*fetched.rejects, *bad], [download.FETCH_STEP, READ_SHARD],
+                    {"img2dataset": fetched.img2dataset})
+
+
 def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
     t0 = time.perf_counter()
-    table, bad = read_samples(location(part["input"]), part.get("expected"))
+    read = read_part(cfg, folder, part)
+    table, bad, first = read.table, read.rejects, read.steps
     read_seconds = time.perf_counter() - t0
     chain = StepChain([DecodeValidate(limits(cfg))])
     kept, rejected, stats = chain(table)
@@ -74,9 +99,10 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
         write_parquet(folder.work / "bands" / f"part-{p}.parquet", bands)
     rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(bad, STAGE)])
     write_parquet(folder.work / "rejects1" / f"part-{p}.parquet", rej)
-    return PartResult(table.num_rows + len(bad), [READ_SHARD, *(s.name for s in chain.steps)], rej,
-                      {READ_SHARD: read_seconds, **{k: v.seconds for k, v in stats.items()}}, count=kept.num_rows,
-                      keep_rejects=False)
+    rows_in = table.num_rows + len(bad)
+    return PartResult(rows_in, [*first, *(s.name for s in chain.steps)], rej,
+                      {first[0]: read_seconds, **{k: v.seconds for k, v in stats.items()}}, count=kept.num_rows,
+                      keep_rejects=False, extra=read.extra)
 
 
 def _json_member(r: dict[str, Any]) -> dict[str, Any]:
@@ -112,28 +138,35 @@ def finish_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any], pa
             yield {"__key__": r["key"], r["ext"]: r["image"], "txt": r["caption"] or "", "json": _json_member(r)}
 
     return PartResult(pass1.rows_in, steps, rej, seconds, samples=samples() if t.num_rows else None,
-                      name=shard_name(int(p)))
+                      name=shard_name(int(p)), extra=pass1.extra)
 
 
-def plan(out: Loc) -> list[dict[str, Any]]:
+def plan(out: Loc, fused: bool) -> list[dict[str, Any]]:
+    """The download's shards; fused, the metadata's parts, each downloaded and decoded in one task."""
+    if fused:
+        return [{**p, "fused": True} for p in download.plan(out)]
     entries = StageFolder(out, download.STAGE).entries()
     return [{"part": e.part, "input": str(out / download.STAGE / e.shard), "expected": e.count}
             for e in sorted(entries.values(), key=lambda e: e.part) if e.shard]
 
 
 def stage(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any]] | None = None) -> Stage:
-    """`parts`: shards named by the caller instead of this build folder's `download` stage."""
+    """`parts`: shards named by the caller instead of this build folder's `download` stage.
+    Without the download's shards kept (`curate.download.keep_shards: false`), each part is
+    downloaded and decoded in one task: the bytes are checked once, never written and read back."""
     folder = StageFolder(out, STAGE)
     given, parts = parts is not None, list(parts or [])
+    fused = not given and not cfg.download.keep_shards
     pass1: dict[str, PartEntry] = {}
     dups: dict[str, list[Loc]] = {}  # the files of each dedup's decisions, listed once they are published
     v, cpus = cfg.validate_, cfg.validate_.task_cpus
 
     def prepare(folder: StageFolder) -> None:
         if not given:
-            parts.extend(plan(out))  # read once the runner has found `download` complete
+            parts.extend(plan(out, fused))  # read once the runner has found the upstream complete
         pass1.update(run_parts(engine, StageFolder(folder.work, "pass1"), parts, lambda p: decode_part(cfg, folder, p),
-                               num_cpus=cpus, desc="validate: decode"))
+                               num_cpus=cfg.download.task_cpus if fused else cpus,
+                               desc="validate: download + decode" if fused else "validate: decode"))
         if v.dedup_sha256 and published(folder.work / SHA_DUPS) is None:
             run_exact(engine, store.glob(folder.work / "sha", "*.parquet"), "sha256", "duplicate_sha256",
                       folder.work / SHA_DUPS, desc="validate: sha256 dedup")
@@ -143,7 +176,7 @@ def stage(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any
         dups.update({name: published_files(folder.work / name) for name in (SHA_DUPS, NEAR_DUPS)})
 
     return Stage(STAGE, plan=lambda: parts, work=lambda p: finish_part(cfg, folder, p, pass1[p["part"]], dups),
-                 upstream=None if given else download.STAGE, prepare=prepare, cpus=cpus, desc="validate: write shards")
+                 upstream=None if given else metadata.STAGE if fused else download.STAGE, prepare=prepare, cpus=cpus, desc="validate: write shards")
 
 
 def run(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -208,6 +208,21 @@ class ImageSample:
     meta: dict
 
 
+def image_sample(item: Sample, index: int) -> ImageSample | dict:
+    """`item` as an ImageSample, or the reject row of what it lacks."""
+    img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
+    try:
+        meta = json.loads(item.members.get("json", b"{}"))
+        if not isinstance(meta, dict):
+            raise ValueError("json member is not an object")
+    except ValueError as err:
+        return {"key": item.key, "step": READ_SHARD, "reason": "malformed_json", "detail": str(err)[:200]}
+    if img_ext is None:
+        return {"key": item.key, "step": READ_SHARD, "reason": "missing_image", "url": meta.get("url"),
+                "detail": f"members: {sorted(item.members)}"}
+    return ImageSample(item.key, index, img_ext, item.members, meta)
+
+
 def iter_image_samples(path: str | Path | ObjectPath, expected: int | None = None) -> Iterator[ImageSample | dict]:
     """ImageSamples in tar order, and a reject row (dict: key, step, reason, detail[, url]) for
     anything that is not one. When the tar breaks, the samples the upstream manifest promised
@@ -223,19 +238,7 @@ def iter_image_samples(path: str | Path | ObjectPath, expected: int | None = Non
                 yield {"key": item.key, "step": READ_SHARD, "reason": item.reason, "detail": item.detail}
             continue
         index, seen = seen, seen + 1
-        img_ext = next((e for e in IMAGE_EXTS if e in item.members), None)
-        try:
-            meta = json.loads(item.members.get("json", b"{}"))
-            if not isinstance(meta, dict):
-                raise ValueError("json member is not an object")
-        except ValueError as err:
-            yield {"key": item.key, "step": READ_SHARD, "reason": "malformed_json", "detail": str(err)[:200]}
-            continue
-        if img_ext is None:
-            yield {"key": item.key, "step": READ_SHARD, "reason": "missing_image", "url": meta.get("url"),
-                   "detail": f"members: {sorted(item.members)}"}
-            continue
-        yield ImageSample(item.key, index, img_ext, item.members, meta)
+        yield image_sample(item, index)
     if broken_tar is not None:
         missing = max(0, (expected or 0) - seen)
         stem = location(path).stem
