@@ -106,7 +106,8 @@ def main() -> None:
             bare_cap.generate([decode_rgb(x) for x in b["image"]], list(b["prompt"]))
         bare = time.perf_counter() - t0
         what = "tiny random LLaVA" if args.models == "tiny" else "0.5B LLaVA, random weights"
-        results.append(Result("caption/transformers", f"caption stage on Ray ({what}, {args.max_new_tokens} "
+        label = "caption/transformers" + (", real size" if args.models == "real" else "")
+        results.append(Result(label, f"caption stage on Ray ({what}, {args.max_new_tokens} "
                               f"new tokens) vs bare TransformersCaptioner.generate, {args.images} images",
                               args.images / ours, args.images / bare, "captions/s", ">= 0.9"))
 

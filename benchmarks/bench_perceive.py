@@ -164,7 +164,8 @@ def main() -> None:
                 continue
             cfg = PerceiveConfig.model_validate({**data, "chunk_size": args.batch})
             what = "tiny random model" if args.models == "tiny" else f"{REAL[name]}, random weights"
-            results.append(side_by_side(f"perceive/{name}", f"perceive stage on Ray, {name} only ({what}) "
+            label = f"perceive/{name}" + (", real size" if args.models == "real" else "")
+            results.append(side_by_side(label, f"perceive stage on Ray, {name} only ({what}) "
                                         f"vs the bare expert loop, {args.images} images 640x480", cfg, parts,
                                         args.work, engine, args.images))
     emit(results, args)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from tests.helpers import cli, write_recipe
+from tests.helpers import cli, kill_build_when, manifest_lines, write_recipe
+
+pytestmark = pytest.mark.heavy
 
 
 def rejects(out: Path, stages: list[str]) -> list[tuple]:
@@ -23,10 +26,15 @@ def stats(out: Path, stage: str) -> dict:
 
 
 def test_fused_pass_gives_the_two_stage_shards_and_rejects(curate_reference: Path, sample_data, tmp_path: Path):
+    """Killed (SIGKILL) once two parts had downloaded and decoded, then resumed: the end is the
+    two-stage build's, byte for byte."""
     root, _, _ = sample_data
     recipe = write_recipe(tmp_path / "fused.yaml", root / "laion.parquet", download={"keep_shards": False})
     out = tmp_path / "out"
-    r = cli("build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress")
+    args = ["build", "curate", "--config", str(recipe), "--out", str(out), "--no-progress"]
+    kill_build_when(args, lambda: manifest_lines(out / "validate/_work/pass1/_manifest.jsonl") >= 2)
+    assert not (out / "validate" / "_stats.json").exists(), "the kill came after validate finished"
+    r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "UNBALANCED" not in r.stdout
     assert not (out / "download").exists()  # no raw copy written
