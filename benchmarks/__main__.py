@@ -26,12 +26,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # run order: cheap and data-side first, the model and training benchmarks last
-BENCHMARKS = ["metadata_filter", "metadata_engines", "validate", "download", "memory", "select", "loader", "mcl",
-              "perceive", "perceive_real", "paddleocr", "caption", "caption_real", "s3", "cluster", "transfer", "eve",
+BENCHMARKS = ["metadata_filter", "metadata_engines", "validate", "download", "memory", "select", "embed", "embed_real",
+              "loader", "mcl", "perceive", "perceive_real", "paddleocr", "caption", "caption_real", "s3", "cluster", "transfer", "eve",
               "caption_engine", "dytrack", "pathweave"]
 # the model stages again with random weights at real architectures' sizes (benchmarks/real_size_models.py):
 # the script and its options; full size only (building them is most of a ci run's budget)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "embed_real": ("embed", ["--models", "real"]),
     "perceive_real": ("perceive", ["--models", "real", "--images", "24", "--per-shard", "12", "--batch", "4"]),
     "caption_real": ("caption", ["--models", "real", "--images", "16", "--per-shard", "4", "--batch", "4",
                                  "--max-new-tokens", "16"]),
