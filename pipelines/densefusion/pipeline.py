@@ -1,5 +1,6 @@
 """The densefusion build (DenseFusion-1M's Perceptual Fusion): caption -> [teacher] -> export
-[-> teacher_export]. Reads this build's perceive output (else select, else validate)."""
+[-> teacher_export]. Reads this build's perceive output, which must be complete, unless `input`
+names other shards."""
 from __future__ import annotations
 
 import json
