@@ -41,7 +41,9 @@ class ClusterConfig(Strict):
     niter: int = Field(20, gt=0)
     nredo: int = Field(1, gt=0, description="k-means restarts; the best objective is kept")
     use_gpu: Literal["auto", "never"] = "auto"
-    task_cpus: float = Field(0.5, gt=0)
+    # one task per CPU, faiss on one thread each: at 0.5, twice the worker processes start (each
+    # importing faiss, pyarrow, fusionweave) for no more throughput on CPU-bound parts
+    task_cpus: float = Field(1.0, gt=0)
 
     def resolve(self, n: int) -> int:
         if self.clusters == "auto":

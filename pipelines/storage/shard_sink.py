@@ -96,9 +96,17 @@ def write_scratch_parquet(path: Loc, table: pa.Table) -> None:
 
 
 def write_parquet(path: Loc, table: pa.Table) -> dict[str, Any]:
+    # fixed-size binary columns (packed vectors: embeddings) are stored raw, without a dictionary
+    # attempt: zstd saved 9% on float16 embeddings at 2x the write and 2.5x the read time
+    # (10k x 512: 19 vs 10 ms write, 13 vs 5 ms read)
+    raw = {f.name for f in table.schema if pa.types.is_fixed_size_binary(f.type)}
+    codecs: dict[str, Any] = {"compression": "zstd"}
+    if raw:  # (other tables are written exactly as before)
+        codecs = {"compression": {c: "none" if c in raw else "zstd" for c in table.column_names},
+                  "use_dictionary": [c for c in table.column_names if c not in raw]}
     with atomic_path(path) as tmp:
         # no creation-time metadata: same rows give the same bytes
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+        pq.write_table(table, tmp, write_statistics=True, store_schema=True, **codecs)
         digest = file_digest(tmp)
     return {"count": table.num_rows, **digest}
 
