@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fusionweave.experts.base import ChainItem, ModelStep, seconds_column
 from fusionweave.pipelines.engine import Batch
@@ -337,13 +338,16 @@ def _group_locally(paths: list[Loc], columns: list[str], group_col: str, fn: Cal
                    out_dir: Loc) -> None:
     from fusionweave.pipelines.storage.shard_sink import write_parquet
 
-    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths)).sort_by(group_col)
-    values = t.column(group_col).to_numpy()
-    if len(values) == 0:
+    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths))
+    if t.num_rows == 0:
         return
+    # each group taken on its own (the rows and order a whole sorted copy would give): the peak
+    # holds the input and one group, not the input twice
+    order = pc.sort_indices(t.column(group_col))
+    values = t.column(group_col).take(order).to_numpy()
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    results = [fn(t.slice(a, b - a)) for a, b in zip(starts, ends)]
+    results = [fn(t.take(order.slice(a, b - a))) for a, b in zip(starts, ends)]
     results = [r for r in results if r.num_rows]
     if results:
         write_parquet(out_dir / "groups.parquet", pa.concat_tables(results))

@@ -25,7 +25,7 @@ from fusionweave.pipelines.select.config import SelectConfig
 from fusionweave.pipelines.select.summary import summarise
 from fusionweave.pipelines.storage.shard_sink import make_rejects, shard_name
 from fusionweave.pipelines.storage.shard_source import iter_image_samples
-from fusionweave.transforms.semdedup import duplicate_roots, max_earlier_similarity, order_by
+from fusionweave.transforms.semdedup import KEEP_RULES, duplicate_roots, max_earlier_similarity, seeded_uniform
 
 STAGE = "select"
 DUPLICATE = "semantic_duplicate"
@@ -35,55 +35,86 @@ DECISIONS = pa.schema([("part", pa.string()), ("idx", pa.int64()), ("key", pa.st
                        ("dup_of", pa.string()), ("detail", pa.string())])
 
 
-def decide_cluster(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Table]:
-    sd, top = cfg.semdedup, cfg.top_n
+def _rank_key(rule: str, sim: np.ndarray, keys: pa.ChunkedArray, seed: int) -> np.ndarray:
+    """The sort key `order_by` uses for `rule` (stable sorts on it give the same order)."""
+    if rule == "farthest":  # least similar to the centroid first
+        return sim
+    if rule == "nearest":
+        return -sim
+    if rule == "random":
+        return seeded_uniform(keys.to_pylist(), seed)
+    raise ValueError(f"unknown rule {rule!r}; expected one of {KEEP_RULES}")
 
-    def fn(group: pa.Table) -> pa.Table:
-        g = group.sort_by([("part", "ascending"), ("idx", "ascending")])  # ties resolve the same in every run
-        n = g.num_rows
-        keys = g.column("key").to_pylist()
-        sim = 1.0 - g.column("distance").to_numpy()
-        reason: list[str | None] = [None] * n
-        dup_of: list[str | None] = [None] * n
-        detail: list[str | None] = [None] * n
-        max_sim = np.full(n, np.nan, np.float32)
-        if sd.enabled and n > 1:
-            order = order_by(sd.keep, sim, keys, seed)
-            m, arg = max_earlier_similarity(embed.embeddings_of(g)[order], sd.block_size)
-            root = duplicate_roots(m, arg, sd.eps)
-            max_sim[order] = np.where(np.isfinite(m), m, np.nan)
-            for j in np.flatnonzero(root >= 0):
-                pos, kept, near = order[j], order[root[j]], order[arg[j]]
-                reason[pos], dup_of[pos] = DUPLICATE, keys[kept]
-                detail[pos] = (f"duplicate of {keys[kept]} (cosine {m[j]:.4f} with {keys[near]}; "
-                               f"eps {sd.eps}, keep {sd.keep})")
-        alive = np.array([r is None for r in reason])
-        if top.n is not None and alive.sum() > top.n:
-            cand = np.flatnonzero(alive)
-            ranked = cand[order_by(top.rank, sim[cand], [keys[i] for i in cand], seed)]
-            for rank_no, pos in enumerate(ranked[top.n:], start=top.n + 1):
-                reason[pos] = NOT_SELECTED
-                detail[pos] = f"rank {rank_no} by {top.rank} in cluster {g.column('cluster')[0].as_py()}; top {top.n}"
-        return pa.table({"part": g.column("part"), "idx": g.column("idx"), "key": g.column("key"),
-                         "cluster": g.column("cluster"), "distance": g.column("distance"),
-                         "max_sim": pa.array(max_sim, pa.float32(), from_pandas=True), "reason": pa.array(reason, pa.string()),
-                         "dup_of": pa.array(dup_of, pa.string()), "detail": pa.array(detail, pa.string())},
-                        schema=DECISIONS)
-    return fn
+
+def _within_clusters(key: np.ndarray, cid: np.ndarray) -> np.ndarray:
+    """Positions sorted by cluster, then `key`, ties in position order: per cluster, what a stable
+    `order_by` over that cluster's rows gives."""
+    return np.lexsort((key, cid))
 
 
 def decide_bucket(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Table]:
-    """Many clusters per engine group: split them here, with one sort."""
-    per_cluster = decide_cluster(cfg, seed)
+    """Every cluster of a group decided in one pass: one sort, the keep and rank orders and the
+    reject columns for all clusters at once, per cluster only its similarity blocks; rows in
+    (cluster, part, idx) order. (Sorting and building a table per cluster cost most of the time
+    at ~100 rows a cluster.)"""
+    sd, top = cfg.semdedup, cfg.top_n
 
     def fn(bucket: pa.Table) -> pa.Table:
-        t = bucket.sort_by([("cluster", "ascending"), ("part", "ascending"), ("idx", "ascending")])
-        c = t.column("cluster").to_numpy()
-        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if len(c) else np.zeros(0, np.int64)
-        ends = np.r_[starts[1:], len(c)]
-        out = [per_cluster(t.slice(a, b - a)) for a, b in zip(starts, ends)]
-        return pa.concat_tables(out) if out else DECISIONS.empty_table()
+        if bucket.num_rows == 0:
+            return DECISIONS.empty_table()
+        perm = pc.sort_indices(bucket, sort_keys=[("cluster", "ascending"), ("part", "ascending"),
+                                                  ("idx", "ascending")])  # ties resolve the same in every run
+        g = bucket.select(["part", "idx", "key", "cluster", "distance"]).take(perm)
+        n = g.num_rows
+        c = g.column("cluster").to_numpy()
+        cid = np.cumsum(np.r_[True, c[1:] != c[:-1]]) - 1  # cluster number within the group
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        ends = np.r_[starts[1:], n]
+        keys = g.column("key")
+        sim = 1.0 - g.column("distance").to_numpy()
+        reason = np.full(n, None, object)
+        dup_of = np.full(n, None, object)
+        detail = np.full(n, None, object)
+        max_sim = np.full(n, np.nan, np.float32)
+        if sd.enabled:
+            order = _within_clusters(_rank_key(sd.keep, sim, keys, seed), cid)  # keep order, cluster by cluster
+            emb, rows = embed.embeddings_of(bucket), perm.to_numpy()[order]
+            m = np.full(n, -np.inf, np.float32)
+            arg = np.full(n, -1, np.int64)
+            for a, b in zip(starts, ends):
+                if b - a > 1:  # converted cluster by cluster: a bucket-wide float32 copy was slower
+                    m[a:b], arg_c = max_earlier_similarity(emb[rows[a:b]], sd.block_size)
+                    arg[a:b] = np.where(arg_c >= 0, arg_c + a, -1)
+            root = duplicate_roots(m, arg, sd.eps)  # chains stay inside their cluster
+            max_sim[order] = np.where(np.isfinite(m), m, np.nan)
+            dups = np.flatnonzero(root >= 0)
+            pos, kept, near = order[dups], order[root[dups]], order[arg[dups]]
+            kept_keys = keys.take(pa.array(kept)).to_pylist()
+            near_keys = keys.take(pa.array(near)).to_pylist()
+            reason[pos] = DUPLICATE
+            dup_of[pos] = kept_keys
+            detail[pos] = [f"duplicate of {k} (cosine {m[j]:.4f} with {nk}; eps {sd.eps}, keep {sd.keep})"
+                           for j, k, nk in zip(dups, kept_keys, near_keys)]
+        if top.n is not None:
+            cand = np.flatnonzero(reason == None)  # noqa: E711 - elementwise on an object array
+            ranked = cand[_within_clusters(_rank_key(top.rank, sim[cand], keys.take(pa.array(cand)), seed), cid[cand])]
+            first = np.searchsorted(cid[ranked], cid[ranked], side="left")  # each cluster's first rank
+            rank_no = np.arange(1, len(ranked) + 1) - first
+            out = rank_no > top.n
+            pos = ranked[out]
+            reason[pos] = NOT_SELECTED
+            detail[pos] = [f"rank {r} by {top.rank} in cluster {cl}; top {top.n}"
+                           for r, cl in zip(rank_no[out].tolist(), c[pos].tolist())]
+        return pa.table({"part": g.column("part"), "idx": g.column("idx"), "key": keys, "cluster": g.column("cluster"),
+                         "distance": g.column("distance"), "max_sim": pa.array(max_sim, pa.float32(), from_pandas=True),
+                         "reason": pa.array(reason, pa.string()), "dup_of": pa.array(dup_of, pa.string()),
+                         "detail": pa.array(detail, pa.string())}, schema=DECISIONS)
     return fn
+
+
+def decide_cluster(cfg: SelectConfig, seed: int) -> Callable[[pa.Table], pa.Table]:
+    """One cluster's rows: a group of one cluster."""
+    return decide_bucket(cfg, seed)
 
 
 def _by_idx(group: pa.Table) -> pa.Table:
