@@ -338,7 +338,9 @@ def _group_locally(paths: list[Loc], columns: list[str], group_col: str, fn: Cal
                    out_dir: Loc) -> None:
     from fusionweave.pipelines.storage.shard_sink import write_parquet
 
-    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths))
+    # one chunk per column: a take across the files' chunks concatenated them again on every
+    # group (measured: 1.07 of 2.4 s for 200k embeddings in 4 groups)
+    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths)).combine_chunks()
     if t.num_rows == 0:
         return
     # each group taken on its own (the rows and order a whole sorted copy would give): the peak

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fusionweave.pipelines.storage import store
 from fusionweave.pipelines.storage.atomic import atomic_path, write_bytes_atomic
 from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.engine import ModelEngine, Shared
@@ -78,7 +79,7 @@ def train_centroids(cfg: ClusterConfig, folder: StageFolder, tables: list[tuple[
 
 
 def assign_part(part: dict[str, Any], centroids: Shared, threads: int, buckets: int) -> PartResult:
-    table = pq.read_table(part["input"])
+    table = store.read_parquet(part["input"])
     ids, dist = kmeans.assign(embed.embeddings_of(table), centroids.get(), threads)
     out = pa.table({"key": table.column("key"), "part": pa.array([part["part"]] * table.num_rows, pa.string()),
                     "idx": table.column("idx"), "cluster": pa.array(ids, pa.int32()),

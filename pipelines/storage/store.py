@@ -127,11 +127,16 @@ def read_each(read: Callable[[T], R], items: Iterable[T]) -> list[R]:
 
 
 def read_parquet(loc: Loc, **kwargs: Any) -> Any:
-    """A whole parquet file (a part's side table or shard), read in one request."""
+    """A whole parquet file (a part's side table or shard), read in one request. With no more
+    than `columns`, through `ParquetFile`: the same table without importing pyarrow.dataset and
+    pandas with it (~0.35 s in every fresh worker)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(read_bytes(loc)), **kwargs)
+    source = pa.BufferReader(read_bytes(loc))
+    if set(kwargs) <= {"columns"}:
+        return pq.ParquetFile(source).read(**kwargs)
+    return pq.read_table(source, **kwargs)
 
 
 def parquet_file(loc: Loc) -> Any:
