@@ -338,18 +338,25 @@ def _group_locally(paths: list[Loc], columns: list[str], group_col: str, fn: Cal
                    out_dir: Loc) -> None:
     from fusionweave.pipelines.storage.shard_sink import write_parquet
 
-    # one chunk per column: a take across the files' chunks concatenated them again on every
-    # group (measured: 1.07 of 2.4 s for 200k embeddings in 4 groups)
-    t = pa.concat_tables(store.read_each(lambda p: store.read_parquet(p, columns=columns), paths)).combine_chunks()
-    if t.num_rows == 0:
+    files = [f.combine_chunks() for f in store.read_each(lambda p: store.read_parquet(p, columns=columns), paths)]
+    rows = np.cumsum([0, *(f.num_rows for f in files)])
+    if rows[-1] == 0:
         return
-    # each group taken on its own (the rows and order a whole sorted copy would give): the peak
-    # holds the input and one group, not the input twice
-    order = pc.sort_indices(t.column(group_col))
-    values = t.column(group_col).take(order).to_numpy()
+    # a stable sort: within a group, rows keep input order, the rows and order a sorted copy gives
+    order = pc.sort_indices(pa.chunked_array([f.column(group_col) for f in files])).to_numpy().astype(np.int64)
+    values = np.concatenate([f.column(group_col).to_numpy() for f in files])[order]
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    results = [fn(t.take(order.slice(a, b - a))) for a, b in zip(starts, ends)]
+
+    def group(a: int, b: int) -> pa.Table:
+        # taken file by file: a take across chunks concatenates them on every call (1.07 of 2.4 s
+        # for 200k embeddings in 4 groups), and one combined copy would hold the input twice
+        idx = order[a:b]
+        cut = np.searchsorted(idx, rows)
+        return pa.concat_tables([f.take(idx[cut[i]:cut[i + 1]] - rows[i]) for i, f in enumerate(files)
+                                 if cut[i + 1] > cut[i]])
+
+    results = [_releasing(fn)(group(a, b)) for a, b in zip(starts, ends)]
     results = [r for r in results if r.num_rows]
     if results:
         write_parquet(out_dir / "groups.parquet", pa.concat_tables(results))
