@@ -21,6 +21,7 @@ from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.storage.location import Loc
 from fusionweave.pipelines.curate import metadata
 from fusionweave.pipelines.curate.config import CurateConfig
+from fusionweave.pipelines.curate.img2dataset_import import downloader_class
 from fusionweave.pipelines.curate.memory_writer import MemorySampleWriter
 from fusionweave.pipelines.curate.safe_http import classify_error, install
 from fusionweave.pipelines.engine import Engine
@@ -36,9 +37,6 @@ CARRIED = ["key", "ord", "url", "caption", "width", "height", "similarity", "pun
 
 def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
                        shard_id: int) -> tuple[list[tuple[dict[str, Any], bytes | None]], dict[str, Any]]:
-    from img2dataset.downloader import Downloader
-    from img2dataset.resizer import Resizer
-
     d = cfg.download
     if work.exists():
         shutil.rmtree(work)
@@ -47,9 +45,8 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
     table = pa.table({"url": rows.column("url"), "caption": rows.column("caption"), "fw_key": rows.column("key")})
     with pa.OSFile(str(feather), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    resizer = Resizer(image_size=0, resize_mode="no", resize_only_if_bigger=False, disable_all_reencoding=True)
-    downloader = Downloader(
-        sample_writer_class=MemorySampleWriter, resizer=resizer, thread_count=d.thread_count, save_caption=True,
+    downloader = downloader_class()(
+        sample_writer_class=MemorySampleWriter, resizer=as_served, thread_count=d.thread_count, save_caption=True,
         extract_exif=False, output_folder=str(work), column_list=["url", "caption", "fw_key"], timeout=d.timeout,
         number_sample_per_shard=max(10, rows.num_rows), oom_shard_count=6, compute_hash=None, verify_hash_type=None,
         encode_format="jpg", retries=d.retries, user_agent_token=d.user_agent_token,
@@ -62,6 +59,13 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
     stats_file = work / f"{shard_id:06d}_stats.json"
     i2d_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     return written, i2d_stats
+
+
+def as_served(img_stream: Any, blurring_bbox_list: Any = None) -> tuple[bytes, None, None, None, None, None]:
+    """img2dataset's resizer interface with resizing and re-encoding off: the bytes as served.
+    (Its `Resizer(disable_all_reencoding=True)` does the same after importing albumentations and
+    cv2.)"""
+    return img_stream.read(), None, None, None, None, None
 
 
 @dataclass
