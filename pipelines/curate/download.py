@@ -21,10 +21,10 @@ from fusionweave.pipelines.storage.build_folder import StageFolder
 from fusionweave.pipelines.storage.location import Loc
 from fusionweave.pipelines.curate import metadata
 from fusionweave.pipelines.curate.config import CurateConfig
-from fusionweave.pipelines.curate.img2dataset_import import downloader_class
 from fusionweave.pipelines.curate.memory_writer import MemorySampleWriter
 from fusionweave.pipelines.curate.safe_http import classify_error, install
 from fusionweave.pipelines.engine import Engine
+from fusionweave.pipelines.lean_import import import_module_only
 from fusionweave.pipelines.runner import PartResult, Stage, run_stage
 from fusionweave.pipelines.storage.shard_sink import make_rejects, shard_name
 from fusionweave.transforms.image_validate import sniff_format
@@ -45,7 +45,8 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
     table = pa.table({"url": rows.column("url"), "caption": rows.column("caption"), "fw_key": rows.column("key")})
     with pa.OSFile(str(feather), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    downloader = downloader_class()(
+    # the one class the download needs, without the rest of img2dataset (pipelines/lean_import.py)
+    downloader = import_module_only("img2dataset.downloader").Downloader(
         sample_writer_class=MemorySampleWriter, resizer=as_served, thread_count=d.thread_count, save_caption=True,
         extract_exif=False, output_folder=str(work), column_list=["url", "caption", "fw_key"], timeout=d.timeout,
         number_sample_per_shard=max(10, rows.num_rows), oom_shard_count=6, compute_hash=None, verify_hash_type=None,

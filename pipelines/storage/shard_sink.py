@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fusionweave.pipelines.lean_import import import_module_only
 from fusionweave.pipelines.storage.location import Loc
 from fusionweave.pipelines.storage.store import atomic_path
 from fusionweave.transforms.step import REJECT_DETAIL, REJECT_REASON, REJECT_STEP
@@ -64,9 +65,8 @@ def write_shard(path: Loc, samples: Iterable[dict[str, Any]]) -> dict[str, Any]:
     count = 0
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            import webdataset as wds  # here: webdataset imports torch, which a CLI call need not pay for
-
-            writer = wds.TarWriter(f, encoder=False, mtime=SHARD_MTIME)
+            # webdataset's writer without its package, which imports torch (pipelines/lean_import.py)
+            writer = import_module_only("webdataset.writer").TarWriter(f, encoder=False, mtime=SHARD_MTIME)
             try:
                 for s in samples:
                     writer.write(encode_sample(s))

@@ -22,12 +22,17 @@ META_MEMBER = re.compile(r"__[^/]*__($|/)")
 READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
 
 
+# WebDataset's naming convention, as its readers (and Ray Data's, and `datasets`') split a member
+# name: the key runs to the first dot of the last path component, the extension is the rest
+# (tests/test_lean_import.py checks it against webdataset's own function on awkward names).
+# Written here because importing webdataset's reader imports torch.
+MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
 def key_and_ext(name: str) -> tuple[str | None, str | None]:
     """A member name split as webdataset splits it (`a/b.c.d` -> `a/b`, `c.d`)."""
-    # imported here: webdataset's package imports torch, which a CLI call need not pay for
-    from webdataset.tariterators import base_plus_ext
-
-    return base_plus_ext(name)
+    m = MEMBER_NAME.match(name)
+    return (m.group(1), m.group(2)) if m else (None, None)
 
 
 class UnsupportedShard(ValueError):
