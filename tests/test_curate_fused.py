@@ -55,5 +55,5 @@ def test_download_alone_is_refused_when_its_shards_are_not_kept(sample_data, tmp
     root, _, _ = sample_data
     recipe = write_recipe(tmp_path / "fused.yaml", root / "laion.parquet", download={"keep_shards": False})
     r = cli("build", "curate", "--config", str(recipe), "--out", str(tmp_path / "out"), "--stages", "metadata,download")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "curate.download.keep_shards" in r.stderr
