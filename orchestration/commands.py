@@ -59,7 +59,7 @@ def run_build(pipeline: str, recipe: Recipe, out: Loc, args: argparse.Namespace,
         inputs = [str(p) for p in cfg.input]
     # everything knowable before work (inputs, models, sizes); what it found is handed to the run
     checked = spec.check(cfg, out) if spec.check is not None else None
-    check_stages(spec, stages)
+    check_stages(spec, stages, cfg)
     with Lease(out):  # one build writes a folder at a time
         write_build_json(out, pipeline, recorded.model_dump(mode="json", by_alias=True), recipe.seed,
                          redacted(sys.argv), card=recipe.card.model_dump(), inputs=inputs, stages=spec.stages_for(cfg),
@@ -73,10 +73,16 @@ def pipeline_spec(pipeline: str) -> Pipeline:
     return PIPELINES[pipeline]
 
 
-def check_stages(spec: Pipeline, stages: list[str] | None) -> None:
+def check_stages(spec: Pipeline, stages: list[str] | None, cfg: Any = None) -> None:
+    """Every stage named exists and, given the config, is one it runs (never skipped silently)."""
     unknown = [s for s in stages or [] if s not in spec.stages]
     if unknown:
         raise ConfigError(f"--stages: unknown stage(s) {unknown}; {spec.name} has {list(spec.stages)}")
+    off = [s for s in stages or [] if cfg is not None and s not in spec.stages_for(cfg)]
+    if off:
+        switches = sorted({spec.switches[s] for s in off if s in spec.switches})
+        raise ConfigError(f"--stages: this config does not run {off}" +
+                          (f"; set {' and '.join(f'{w}=true' for w in switches)} to run it" if switches else ""))
 
 
 def check_out_kind(pipeline: str, out: Loc) -> None:

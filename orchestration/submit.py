@@ -74,8 +74,8 @@ def plan(pipeline: str, config: Path, out: Loc, workdir: Path, *, overrides: lis
     check_cluster_out(out, shared)
     check_out_kind(pipeline, out)
     recipe = load_recipe(config, [*overrides, *input_override(pipeline, inputs)])
-    section(recipe, pipeline)  # the pipeline's section exists and is valid
-    check_stages(spec, stages.split(",") if stages else None)
+    cfg = section(recipe, pipeline)  # the pipeline's section exists and is valid
+    check_stages(spec, stages.split(",") if stages else None, cfg)
     env = _environment(env_names)
     workdir.mkdir(parents=True, exist_ok=True)
     shipped: dict[str, str] = {}

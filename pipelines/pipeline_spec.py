@@ -2,7 +2,7 @@
 modules by name."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from fusionweave.pipelines.engine import Engine
@@ -31,6 +31,7 @@ class Pipeline:
     final: str | None = None
     beam_stage: str | None = None
     optional: Callable[[Any], list[str]] | None = None  # the stages a config turns on, when not all
+    switches: dict[str, str] = field(default_factory=dict)  # optional stage -> the setting that turns it on
     # its build folder may be on an object store (every file it writes goes through the storage
     # layer; the others still keep local work folders)
     object_storage: bool = False

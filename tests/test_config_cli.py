@@ -95,3 +95,15 @@ def test_unknown_pipeline_and_stage(tmp_path, parquet):
     assert r.returncode == 2 and "unknown pipeline" in r.stderr
     r = cli("build", "curate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--stages", "metadata,bogus")
     assert r.returncode == 2 and "unknown stage" in r.stderr
+
+
+def test_a_stage_the_config_turns_off_is_refused_naming_its_switch(tmp_path):
+    """Checked before any work, for every pipeline: never skipped silently."""
+    from fusionweave.orchestration.commands import check_stages, pipeline_spec
+    from fusionweave.pipelines.densefusion.config import DenseFusionConfig
+
+    spec, cfg = pipeline_spec("densefusion"), DenseFusionConfig()
+    check_stages(spec, ["caption"], cfg)
+    with pytest.raises(ConfigError, match=r"does not run \['teacher'\].*densefusion\.teacher\.enabled=true"):
+        check_stages(spec, ["caption", "teacher"], cfg)
+    check_stages(spec, ["teacher"], cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"enabled": True})}))

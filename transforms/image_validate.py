@@ -119,7 +119,9 @@ def validate_image(data: bytes | None, limits: ImageLimits) -> ValidatedImage:
     A JPEG is decoded once, at reduced scale (libjpeg's DCT scaling): the whole entropy-coded
     stream is still read, so truncated or corrupt files fail as in a full decode, and the small
     picture is all the pHash needs. Full pixels are decoded only for an image that must be
-    re-encoded (another colour mode, an EXIF rotation, another output format)."""
+    re-encoded (another colour mode, an EXIF rotation, another output format). The pHash always
+    comes from the reduced decode, whatever the settings: it is a function of the bytes alone, so
+    `image_phash` gives what any build recorded."""
     if not data:
         return ValidatedImage(None, None, reason="empty_file")
     if len(data) > limits.max_bytes:

@@ -53,8 +53,10 @@ def _img2dataset_shard(cfg: CurateConfig, rows: pa.Table, work: Path,
         encode_format="jpg", retries=d.retries, user_agent_token=d.user_agent_token,
         disallowed_header_directives=d.disallowed_header_directives,
     )
-    ok, _ = downloader((shard_id, str(feather)))
-    written = MemorySampleWriter.take(str(work))
+    try:
+        ok, _ = downloader((shard_id, str(feather)))
+    finally:  # taken even when it raises: a long-lived worker must not keep a failed part's rows
+        written = MemorySampleWriter.take(str(work))
     if not ok:
         raise RuntimeError(f"img2dataset failed on shard {shard_id}")
     stats_file = work / f"{shard_id:06d}_stats.json"
@@ -98,21 +100,21 @@ def fetch(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> Fetch
     written, i2d_stats = _img2dataset_shard(cfg, rows, scratch, shard_id)
     shutil.rmtree(scratch, ignore_errors=True)
     row_list = rows.to_pylist()
-    by_key = {r["key"]: r for r in row_list}
+    outcome = {meta["fw_key"]: (meta, data) for meta, data in written}
     images: dict[str, bytes] = {}
     rejects: list[dict[str, Any]] = []
-    seen = set()
-    for meta, data in sorted(written, key=lambda w: by_key.get(w[0]["fw_key"], {}).get("ord", -1)):
-        k = meta["fw_key"]
-        seen.add(k)
+    for r in row_list:  # in `ord` order, whatever order the downloads completed in
+        k = r["key"]
+        if k not in outcome:  # img2dataset never dropped a row in testing; if it ever does, say so
+            rejects.append({"key": k, "step": FETCH_STEP, "reason": "lost_by_downloader", "url": r["url"]})
+            continue
+        meta, data = outcome[k]
         if meta["status"] == "success" and data is not None:
             images[k] = data
         else:
             msg = meta["error_message"] or meta["status"] or "missing from img2dataset output"
             rejects.append({"key": k, "step": FETCH_STEP, "reason": classify_error(msg), "detail": msg[:300],
-                            "url": by_key[k]["url"]})
-    for k in by_key.keys() - seen:  # img2dataset never dropped a row in testing; if it ever does, say so
-        rejects.append({"key": k, "step": FETCH_STEP, "reason": "lost_by_downloader", "url": by_key[k]["url"]})
+                            "url": r["url"]})
     stats = {k: i2d_stats.get(k) for k in ("count", "successes", "failed_to_download", "failed_to_resize",
                                            "status_dict") if k in i2d_stats}
     return Fetched(rows.num_rows, [r for r in row_list if r["key"] in images], images, rejects, stats)

@@ -7,7 +7,6 @@ from typing import Any, Callable
 from fusionweave.pipelines.curate import download, metadata, validate
 from fusionweave.pipelines.curate.config import CurateConfig
 from fusionweave.pipelines.engine import Engine
-from fusionweave.pipelines.errors import BuildSetupError
 from fusionweave.pipelines.pipeline_spec import Pipeline
 from fusionweave.pipelines.storage.location import Loc
 
@@ -27,10 +26,6 @@ def run(cfg: CurateConfig, out: Loc, engine: Engine, stages: list[str] | None = 
     """Run the stages in order; `stage_engines` may give a stage its own engine (the metadata
     stage on Beam, the rest on Ray)."""
     enabled = enabled_stages(cfg)
-    if stages is not None and download.STAGE in stages and download.STAGE not in enabled:
-        raise BuildSetupError("--stages download: the download is not a stage of its own while "
-                              "curate.download.keep_shards is false (validate downloads and decodes each part in one "
-                              "task); set curate.download.keep_shards=true to keep the downloaded shards")
     results: dict[str, dict[str, Any]] = {}
     for name, fn in STAGES.items():
         if name in enabled and (stages is None or name in stages):
@@ -39,4 +34,5 @@ def run(cfg: CurateConfig, out: Loc, engine: Engine, stages: list[str] | None = 
 
 
 PIPELINE = Pipeline("curate", tuple(STAGES), run, input_field="curate.metadata.input", final=validate.STAGE,
-                    beam_stage=metadata.STAGE, object_storage=True, optional=enabled_stages)
+                    beam_stage=metadata.STAGE, object_storage=True, optional=enabled_stages,
+                    switches={download.STAGE: "curate.download.keep_shards"})

@@ -83,10 +83,9 @@ def read_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> P
 def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) -> PartResult:
     t0 = time.perf_counter()
     read = read_part(cfg, folder, part)
-    table, bad, first = read.table, read.rejects, read.steps
     read_seconds = time.perf_counter() - t0
     chain = StepChain([DecodeValidate(limits(cfg))])
-    kept, rejected, stats = chain(table)
+    kept, rejected, stats = chain(read.table)
     p = part["part"]
     kept = kept.append_column("part", pa.array([p] * kept.num_rows, pa.string())).sort_by("ord")
     write_parquet(folder.work / "decoded" / f"part-{p}.parquet", kept)
@@ -97,12 +96,11 @@ def decode_part(cfg: CurateConfig, folder: StageFolder, part: dict[str, Any]) ->
         bands = band_rows(kept.column("ord").to_numpy(), kept.column("key").to_pylist(), kept.column("part").to_pylist(),
                           kept.column("phash").to_numpy(), cfg.validate_.phash_hamming_threshold)
         write_parquet(folder.work / "bands" / f"part-{p}.parquet", bands)
-    rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(bad, STAGE)])
+    rej = pa.concat_tables([rejects_table(rejected, STAGE), make_rejects(read.rejects, STAGE)])
     write_parquet(folder.work / "rejects1" / f"part-{p}.parquet", rej)
-    rows_in = table.num_rows + len(bad)
-    return PartResult(rows_in, [*first, *(s.name for s in chain.steps)], rej,
-                      {first[0]: read_seconds, **{k: v.seconds for k, v in stats.items()}}, count=kept.num_rows,
-                      keep_rejects=False, extra=read.extra)
+    return PartResult(read.table.num_rows + len(read.rejects), [*read.steps, *(s.name for s in chain.steps)], rej,
+                      {read.steps[0]: read_seconds, **{k: v.seconds for k, v in stats.items()}},
+                      count=kept.num_rows, keep_rejects=False, extra=read.extra)
 
 
 def _json_member(r: dict[str, Any]) -> dict[str, Any]:
@@ -175,8 +173,9 @@ def stage(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any
                      "near_duplicate", folder.work / NEAR_DUPS, desc="validate: near-dup")
         dups.update({name: published_files(folder.work / name) for name in (SHA_DUPS, NEAR_DUPS)})
 
+    upstream = None if given else metadata.STAGE if fused else download.STAGE
     return Stage(STAGE, plan=lambda: parts, work=lambda p: finish_part(cfg, folder, p, pass1[p["part"]], dups),
-                 upstream=None if given else metadata.STAGE if fused else download.STAGE, prepare=prepare, cpus=cpus, desc="validate: write shards")
+                 upstream=upstream, prepare=prepare, cpus=cpus, desc="validate: write shards")
 
 
 def run(cfg: CurateConfig, out: Loc, engine: Engine, parts: list[dict[str, Any]] | None = None) -> dict[str, Any]:

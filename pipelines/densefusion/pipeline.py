@@ -120,4 +120,5 @@ def run(cfg: DenseFusionConfig, out: Path, engine: ModelEngine, stages: list[str
 
 
 PIPELINE = Pipeline("densefusion", STAGES, run, check, upstream=UPSTREAM, input_field="densefusion.input", final=FINAL,
-                    optional=enabled_stages)
+                    optional=enabled_stages,
+                    switches=dict.fromkeys((TEACHER, TEACHER_EXPORT), "densefusion.teacher.enabled"))
