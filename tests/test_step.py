@@ -87,3 +87,22 @@ def test_transforms_import_no_engine_or_model_framework():
                 names = [node.module]
             for n in names:
                 assert n.split(".")[0] not in banned, f"{f} imports {n}"
+
+
+class Residue(Filter):
+    """One reason per value: more distinct reasons than a byte of codes holds."""
+
+    name = "residue"
+
+    def reasons(self, batch):
+        return [f"r{v}" if v % 600 else None for v in batch.column("v").to_pylist()]
+
+
+def test_more_than_255_reasons_keep_their_names():
+    t = pa.table({"v": list(range(1200))})
+    kept, rej, stats = StepChain([Residue()])(t)
+    assert kept.column("v").to_pylist() == [0, 600]
+    assert rej.num_rows == 1198
+    assert rej.column("_reject_reason").to_pylist() == [f"r{v}" for v in rej.column("v").to_pylist()]
+    assert set(rej.column("_reject_step").to_pylist()) == {"residue"}
+    assert len(stats["residue"].rejects) == 1198 and stats["residue"].rows_out == 2

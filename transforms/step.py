@@ -209,7 +209,7 @@ class _RejectState:
         self.batch = batch.drop_columns([c for c in REJECT_COLUMNS if c in batch.column_names])
         n = batch.num_rows
         self.alive = np.ones(n, dtype=bool)
-        self.code = np.zeros(n, dtype=np.int32)
+        self.code = np.zeros(n, dtype=np.uint8)  # widened only past 255 labels: a smaller array to add into
         self.labels: list[tuple[str, str]] = [("", "")]
         self.detail: np.ndarray | None = None
 
@@ -221,8 +221,10 @@ class _RejectState:
         n = int(np.count_nonzero(new))
         if n:
             self.labels.append((step, reason))
+            if len(self.labels) > np.iinfo(self.code.dtype).max + 1:
+                self.code = self.code.astype(np.int32)
             # `new` rows are alive, so their code is 0: adding sets it (4x faster than a masked store)
-            np.add(self.code, new * np.int32(len(self.labels) - 1), out=self.code)
+            np.add(self.code, new * self.code.dtype.type(len(self.labels) - 1), out=self.code)
             np.logical_xor(self.alive, new, out=self.alive)  # and this clears them
             if details is not None:
                 if self.detail is None:
