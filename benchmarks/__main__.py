@@ -27,13 +27,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # run order: cheap and data-side first, the model and training benchmarks last
 BENCHMARKS = ["metadata_filter", "metadata_engines", "validate", "download", "memory", "select", "embed", "embed_real",
-              "loader", "mcl", "perceive", "perceive_real", "paddleocr", "caption", "caption_real", "s3", "cluster", "transfer", "eve",
+              "loader", "mcl", "perceive", "perceive_real", "ocr_real", "paddleocr", "caption", "caption_real", "s3", "cluster", "transfer", "eve",
               "caption_engine", "dytrack", "pathweave"]
 # the model stages again with random weights at real architectures' sizes (benchmarks/real_size_models.py):
-# the script and its options; full size only (building them is most of a ci run's budget)
+# the script and its options; full size only (building them is most of a ci run's budget). Each expert gets
+# enough images that a run is minutes, not seconds: the stage's fixed cost (a fresh actor process importing
+# the framework and loading the weights, ~2 s) is then what it is at scale, noise; OCR is fast, so it gets more.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "embed_real": ("embed", ["--models", "real"]),
-    "perceive_real": ("perceive", ["--models", "real", "--images", "24", "--per-shard", "12", "--batch", "4"]),
+    "perceive_real": ("perceive", ["--models", "real", "--only", "tagger", "detector", "ovd", "depth",
+                                   "--images", "48", "--per-shard", "12", "--batch", "4"]),
+    "ocr_real": ("perceive", ["--models", "real", "--only", "ocr", "--images", "240", "--per-shard", "48", "--batch", "4"]),
     "caption_real": ("caption", ["--models", "real", "--images", "16", "--per-shard", "4", "--batch", "4",
                                  "--max-new-tokens", "16"]),
 }
