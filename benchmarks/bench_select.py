@@ -223,7 +223,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/fusionweave-bench-select"))
     args = parse(ap, {"ci": {"rows": 20_000, "dim": 64, "clusters": 20, "train_sample": 5_000, "niter": 5,
                              "dedup_clusters": 50, "per_part": 5_000}})
-    args.work.mkdir(parents=True, exist_ok=True)
+    # the generated stages are kept between runs, so their folder names every option that shapes them:
+    # a ci run's 20k x 64 inputs must never stand in for a full run's 1M x 512
+    work = args.work / f"{args.rows}x{args.dim}-per{args.per_part}"
+    work.mkdir(parents=True, exist_ok=True)
     results = []
     with RayEngine(num_cpus=2, progress=False, object_store_memory=int(args.object_store_gib * 2**30),
                    local_group_max_rows=args.local_group_max_rows,
@@ -234,7 +237,7 @@ def main() -> None:
                 ("semdedup", run_semdedup, f"select's per-cluster pass (blocked SemDeDup eps 0.4, top-20) vs bare "
                                            f"numpy, {args.rows:,} x {args.dim} in {args.dedup_clusters:,} clusters")):
             if args.only in (None, name):
-                r = fn(args.work / name[:2], engine, args)
+                r = fn(work / ("km" if name == "kmeans" else f"se-k{args.dedup_clusters}"), engine, args)
                 # seconds -> runs/s, so that above 1 is faster, as every other benchmark
                 results.append(Result(f"select/{name}", compares, 1 / r["ours_s"], 1 / r["bare_s"], "runs/s", ">= 0.8",
                                       r))
