@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Result, emit, parse  # noqa: E402
+from benchmarks.common import Result, emit, model_stage_goal, parse  # noqa: E402
 from fusionweave.experts.base import Resources  # noqa: E402
 from fusionweave.experts.captioners import TransformersCaptioner  # noqa: E402
 from fusionweave.experts.openai_captioner import OpenAICaptioner  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
         label = "caption/transformers" + (", real size" if args.models == "real" else "")
         results.append(Result(label, f"caption stage on Ray ({what}, {args.max_new_tokens} "
                               f"new tokens) vs bare TransformersCaptioner.generate, {args.images} images",
-                              args.images / ours, args.images / bare, "captions/s", ">= 0.9"))
+                              args.images / ours, args.images / bare, "captions/s", model_stage_goal(args.models)))
 
         with ChatServer(str(model), max_new_tokens=args.max_new_tokens) as srv:
             def openai(cache: str) -> OpenAICaptioner:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import Result, emit, parse  # noqa: E402
+from benchmarks.common import Result, emit, model_stage_goal, parse  # noqa: E402
 from fusionweave.experts.base import run_chain_locally  # noqa: E402
 from fusionweave.experts.tiny_models import make_tiny_clip_pair, make_tiny_depth, make_tiny_owlv2  # noqa: E402
 from fusionweave.orchestration.ray_engine import RayEngine  # noqa: E402
@@ -134,13 +134,13 @@ CI_SIZES = {"ci": {"images": 8, "per_shard": 4, "batch": 4}}
 
 
 def side_by_side(name: str, compares: str, cfg: PerceiveConfig, parts: list[dict], work: Path, engine: RayEngine,
-                 images: int) -> Result:
+                 images: int, goal: str | None = ">= 0.9") -> Result:
     """One expert's stage run vs its bare loop, after a warm-up run (actor and worker start-up
     and model load are not the comparison)."""
     ours(cfg, parts, work / "warm", engine)
     t_ours = ours(cfg, parts, work / "out", engine)
     t_bare = bare(cfg, parts)
-    return Result(name, compares, images / t_ours, images / t_bare, "images/s", ">= 0.9",
+    return Result(name, compares, images / t_ours, images / t_bare, "images/s", goal,
                   {"ours_s": round(t_ours, 3), "bare_s": round(t_bare, 3)})
 
 
@@ -167,7 +167,7 @@ def main() -> None:
             label = f"perceive/{name}" + (", real size" if args.models == "real" else "")
             results.append(side_by_side(label, f"perceive stage on Ray, {name} only ({what}) "
                                         f"vs the bare expert loop, {args.images} images 640x480", cfg, parts,
-                                        args.work, engine, args.images))
+                                        args.work, engine, args.images, model_stage_goal(args.models)))
     emit(results, args)
 
 
