@@ -237,12 +237,16 @@ class RayEngine:
                 _group_locally(paths, columns, group_col, fn, tmp)
                 return
             # Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of
-            # start-up for a few thousand rows. Scale them with the data instead.
-            # (wide rows, e.g. embeddings, by bytes)
-            partitions = max(1, min(200, -(-rows // self.rows_per_shuffle_partition),
-                                    -(-nbytes // self.bytes_per_shuffle_partition)))
+            # start-up for a few thousand rows. Scale them with the data instead: a partition holds
+            # at most rows_per_shuffle_partition rows and (wide rows, e.g. embeddings) at most
+            # bytes_per_shuffle_partition bytes, whichever needs more partitions
+            partitions = min(200, max(1, -(-rows // self.rows_per_shuffle_partition),
+                                      -(-nbytes // self.bytes_per_shuffle_partition)))
             fs, names = store.fs_path(paths[0])[0], [store.fs_path(p)[1] for p in paths]
-            ds = ray.data.read_parquet(names, columns=columns, filesystem=fs)
+            # a worker keeps its peak after a read (Arrow's pool does not hand memory back): at 2M
+            # rows the read worker held 0.7-0.8 GiB while the shuffle ran. One task per worker
+            # process gives it back (benchmarks/NOTES.md, memory of the metadata stage)
+            ds = ray.data.read_parquet(names, columns=columns, filesystem=fs, max_calls=1)
             ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
             ds.write_parquet(store.fs_path(tmp)[1], filesystem=fs)
 
