@@ -242,13 +242,14 @@ class RayEngine:
             # bytes_per_shuffle_partition bytes, whichever needs more partitions
             partitions = min(200, max(1, -(-rows // self.rows_per_shuffle_partition),
                                       -(-nbytes // self.bytes_per_shuffle_partition)))
-            fs, names = store.fs_path(paths[0])[0], [store.fs_path(p)[1] for p in paths]
-            # a worker keeps its peak after a read (Arrow's pool does not hand memory back): at 2M
-            # rows the read worker held 0.7-0.8 GiB while the shuffle ran. One task per worker
-            # process gives it back (benchmarks/NOTES.md, memory of the metadata stage)
-            ds = ray.data.read_parquet(names, columns=columns, filesystem=fs, max_calls=1)
+            # one read per side-table file (one part's rows), through the store: Ray Data's parquet
+            # reader read all of them in one task, whose peak grew with the input (0.7-0.8 GiB at 2M
+            # URL rows, benchmarks/NOTES.md, memory of the metadata stage)
+            ds = ray.data.range(len(paths), override_num_blocks=len(paths)) \
+                .map_batches(functools.partial(_read_side_tables, paths, columns), batch_size=1, batch_format="pyarrow")
             ds = ds.groupby(group_col, num_partitions=partitions).map_groups(_releasing(fn), batch_format="pyarrow")
-            ds.write_parquet(store.fs_path(tmp)[1], filesystem=fs)
+            fs, name = store.fs_path(tmp)
+            ds.write_parquet(name, filesystem=fs)
 
 
 @functools.cache
@@ -336,6 +337,11 @@ def _column_bytes(metas: list[Any], columns: list[str]) -> int:
                 if col.path_in_schema.split(".")[0] in wanted:
                     total += col.total_uncompressed_size
     return total
+
+
+def _read_side_tables(paths: list[Loc], columns: list[str], batch: pa.Table) -> pa.Table:
+    """The side-table files a batch of `ray.data.range` ids names."""
+    return pa.concat_tables([store.read_parquet(paths[i], columns=columns) for i in batch.column("id").to_pylist()])
 
 
 def _group_locally(paths: list[Loc], columns: list[str], group_col: str, fn: Callable[[pa.Table], pa.Table],
