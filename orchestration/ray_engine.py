@@ -217,6 +217,14 @@ class RayEngine:
         self.start()
         return RayShared(ray.put(value))
 
+    def shuffle_partitions(self, rows: int, nbytes: int) -> int:
+        """Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of start-up
+        for a few thousand rows. Scaled with the data instead: a partition holds at most
+        rows_per_shuffle_partition rows and (wide rows, e.g. embeddings) at most
+        bytes_per_shuffle_partition bytes, whichever needs more partitions; at most Ray's 200."""
+        return min(200, max(1, -(-rows // self.rows_per_shuffle_partition),
+                            -(-nbytes // self.bytes_per_shuffle_partition)))
+
     def group_apply(self, paths: list[Loc], columns: list[str], group_col: str,
                     fn: Callable[[pa.Table], pa.Table], out_dir: Loc, *, desc: str) -> None:
         """`fn` on every group of `group_col` across `paths`, its results published whole as
@@ -236,12 +244,7 @@ class RayEngine:
                 # group function (measured: benchmarks/README.md, select)
                 _group_locally(paths, columns, group_col, fn, tmp)
                 return
-            # Ray's default is 200 shuffle partitions, each an aggregator actor: seconds of
-            # start-up for a few thousand rows. Scale them with the data instead: a partition holds
-            # at most rows_per_shuffle_partition rows and (wide rows, e.g. embeddings) at most
-            # bytes_per_shuffle_partition bytes, whichever needs more partitions
-            partitions = min(200, max(1, -(-rows // self.rows_per_shuffle_partition),
-                                      -(-nbytes // self.bytes_per_shuffle_partition)))
+            partitions = self.shuffle_partitions(rows, nbytes)
             # one read per side-table file (one part's rows), through the store: Ray Data's parquet
             # reader read all of them in one task, whose peak grew with the input (0.7-0.8 GiB at 2M
             # URL rows, benchmarks/NOTES.md, memory of the metadata stage)

@@ -67,3 +67,13 @@ def test_near_duplicates_blocked_equals_unblocked():
     a = near_duplicates(t, "phash", 2, "n", block=7)
     b = near_duplicates(t, "phash", 2, "n", block=4096)
     assert a.equals(b) and a.num_rows > 0
+
+
+def test_shuffle_partitions_follow_rows_and_bytes_whichever_needs_more():
+    from fusionweave.orchestration.ray_engine import RayEngine
+
+    engine = RayEngine()  # not started: the count is arithmetic
+    assert engine.shuffle_partitions(0, 0) == 1
+    assert engine.shuffle_partitions(2_000_000, 1 << 20) == 2  # narrow rows: by rows
+    assert engine.shuffle_partitions(1_000_000, 2 << 30) == 8  # wide rows (embeddings): by bytes
+    assert engine.shuffle_partitions(10**9, 1 << 40) == 200  # never more than Ray's default
