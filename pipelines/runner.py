@@ -70,7 +70,7 @@ def reject_counts(rejects: pa.Table | None) -> Counter:
     if rejects is None or rejects.num_rows == 0:
         return Counter()
     cols = [REJECT_STEP, REJECT_REASON] if REJECT_STEP in rejects.column_names else ["step", "reason"]
-    counts = rejects.select(cols).group_by(cols, use_threads=False).aggregate([([], "count_all")])
+    counts = rejects.select(cols).unify_dictionaries().group_by(cols, use_threads=False).aggregate([([], "count_all")])
     return Counter(dict(zip(zip(*(counts.column(c).to_pylist() for c in cols)), counts.column("count_all").to_pylist())))
 
 
