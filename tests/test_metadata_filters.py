@@ -51,6 +51,18 @@ def test_size_filters_with_null_and_nan():
     assert MaxAspectRatio(2.0).reasons(t).to_pylist() == [None, "aspect_ratio_too_large", None, None]
 
 
+def test_nan_is_a_missing_value_not_a_size():
+    # a NaN edge must not be skipped: min(NaN, 300) is not 300, so the row is "missing", not "too small"
+    t = canon(URL=["a", "b"], TEXT=["x"] * 2, WIDTH=[float("nan"), 1000.0], HEIGHT=[300.0, float("nan")],
+              punsafe=[float("nan"), 0.9])
+    assert t.column("width").to_pylist() == [None, 1000.0] and t.column("punsafe").to_pylist() == [None, 0.9]
+    assert MinShortEdge(448).reasons(t).to_pylist() == [None, None]
+    assert MinShortEdge(448, reject_missing=True).reasons(t).to_pylist() == ["missing_size", "missing_size"]
+    assert MaxAspectRatio(2.0).reasons(t).to_pylist() == [None, None]
+    assert ScoreThreshold("punsafe", max_value=0.5, reject_missing=True).reasons(t).to_pylist() == \
+        ["punsafe_missing", "punsafe_above_max"]
+
+
 def test_score_thresholds():
     t = canon(URL=["a", "b", "c"], TEXT=["x"] * 3, punsafe=[0.1, 0.9, None], similarity=[0.3, 0.2, None])
     assert ScoreThreshold("punsafe", max_value=0.5).reasons(t).to_pylist() == [None, "punsafe_above_max", None]

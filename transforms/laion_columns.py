@@ -79,10 +79,17 @@ def normalise(table: pa.Table) -> pa.Table:
                 arr = _to_string(arr)
             else:
                 arr = pc.cast(arr, typ, safe=False) if not pa.types.is_string(arr.type) else _numeric_from_strings(arr)
+                arr = _nan_as_null(arr)
             cols[canon] = arr
         else:
             cols[canon] = pa.chunked_array([pa.nulls(table.num_rows, typ)])
     return pa.table(cols)
+
+
+def _nan_as_null(arr: pa.ChunkedArray) -> pa.ChunkedArray:
+    """NaN is how float columns spell "missing": one spelling (null) for the filters' kernels."""
+    nan = pc.is_nan(arr)
+    return pc.if_else(nan, pa.scalar(None, arr.type), arr) if pc.any(nan).as_py() else arr
 
 
 def _numeric_from_strings(arr: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -28,10 +28,19 @@ class MetadataFilter(Filter):
             METADATA_FILTERS[cls.field] = cls
 
 
-def _floats(batch: pa.Table, col: str) -> np.ndarray:
-    """Column as float64 with nulls as NaN."""
-    values = batch.column(col).cast(pa.float64())
-    return (pc.fill_null(values, float("nan")) if values.null_count else values).to_numpy(zero_copy_only=False)
+def _floats(batch: pa.Table, col: str) -> pa.ChunkedArray:
+    """Column as float64 (nulls stay null: Arrow kernels, whose memory pool reuses its buffers;
+    numpy temporaries of a 5M-row batch are fresh pages every call, 3x slower here)."""
+    return batch.column(col).cast(pa.float64())
+
+
+def _mask(cond: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An Arrow condition as the chain's numpy mask; null (a missing value) does not hold."""
+    return pc.fill_null(cond, False).to_numpy(zero_copy_only=False)
+
+
+def _missing(v: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.is_null(v, nan_is_null=True)
 
 
 class UrlSafety(Filter):
@@ -56,11 +65,10 @@ class MinShortEdge(Filter):
 
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
-        with np.errstate(invalid="ignore"):
-            small = np.minimum(w, h) < self.min_px  # NaN (a missing size) compares False: kept here
+        small = _mask(pc.less(pc.min_element_wise(w, h, skip_nulls=False), self.min_px))  # a missing size: kept here
         if not self.reject_missing:
             return [("short_edge_too_small", small)]
-        return [("short_edge_too_small", small), ("missing_size", np.isnan(w) | np.isnan(h))]
+        return [("short_edge_too_small", small), ("missing_size", _mask(pc.or_(_missing(w), _missing(h))))]
 
 
 class MaxAspectRatio(Filter):
@@ -71,9 +79,8 @@ class MaxAspectRatio(Filter):
 
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         w, h = _floats(batch, "width"), _floats(batch, "height")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bad = np.maximum(w, h) / np.minimum(w, h) > self.max_ratio  # NaN compares False
-        return [("aspect_ratio_too_large", bad)]
+        ratio = pc.divide(pc.max_element_wise(w, h, skip_nulls=False), pc.min_element_wise(w, h, skip_nulls=False))
+        return [("aspect_ratio_too_large", _mask(pc.greater(ratio, self.max_ratio)))]  # NaN compares False
 
 
 class ScoreThreshold(Filter):
@@ -89,13 +96,12 @@ class ScoreThreshold(Filter):
         self.name = f"{column}_threshold"
 
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
-        v = _floats(batch, self.column)
-        with np.errstate(invalid="ignore"):  # NaN (a missing score) compares False
-            if self.max_value is not None:
-                out = [(f"{self.column}_above_max", v > self.max_value)]
-            else:
-                out = [(f"{self.column}_below_min", v < self.min_value)]
-        return out + [(f"{self.column}_missing", np.isnan(v))] if self.reject_missing else out
+        v = _floats(batch, self.column)  # a missing score (null or NaN) compares False
+        if self.max_value is not None:
+            out = [(f"{self.column}_above_max", _mask(pc.greater(v, self.max_value)))]
+        else:
+            out = [(f"{self.column}_below_min", _mask(pc.less(v, self.min_value)))]
+        return out + [(f"{self.column}_missing", _mask(_missing(v)))] if self.reject_missing else out
 
 
 class CaptionLength(Filter):
@@ -107,5 +113,5 @@ class CaptionLength(Filter):
     def masks(self, batch: pa.Table) -> list[tuple[str, np.ndarray]]:
         stripped = pc.utf8_trim_whitespace(pc.fill_null(batch.column("caption"), ""))
         n = pc.utf8_length(stripped).to_numpy()
-        return [("empty_caption", n == 0), ("caption_too_short", n < self.min_chars),
-                ("caption_too_long", n > self.max_chars)]
+        short = [("caption_too_short", n < self.min_chars)] if self.min_chars > 1 else []  # else only n == 0 is short
+        return [("empty_caption", n == 0), *short, ("caption_too_long", n > self.max_chars)]
