@@ -106,3 +106,50 @@ def test_more_than_255_reasons_keep_their_names():
     assert rej.column("_reject_reason").to_pylist() == [f"r{v}" for v in rej.column("v").to_pylist()]
     assert set(rej.column("_reject_step").to_pylist()) == {"residue"}
     assert len(stats["residue"].rejects) == 1198 and stats["residue"].rows_out == 2
+
+
+class ArrowMasks(Filter):
+    name = "arrow_masks"
+
+    def masks(self, batch):
+        v = batch.column("v")
+        return [("negative", pa.compute.less(v, 0)), ("seven", pa.compute.equal(v, 7))]
+
+
+def test_arrow_masks_with_nulls_reject_only_where_they_hold():
+    t = pa.table({"v": pa.chunked_array([[1, -2, None], [7, -1, 3]])})
+    kept, rej, stats = StepChain([ArrowMasks(), Odd()])(t.filter(pa.compute.is_valid(t.column("v"))))
+    assert kept.column("v").to_pylist() == []  # 1, 3 odd; -2, -1 negative; 7 seven
+    assert dict(zip(rej.column("v").to_pylist(), rej.column("_reject_reason").to_pylist())) == \
+        {1: "odd", -2: "negative", 7: "seven", -1: "negative", 3: "odd"}
+    kept, rej, _ = StepChain([ArrowMasks()])(t)  # a null value compares null: the row is kept
+    assert kept.column("v").to_pylist() == [1, None, 3] and stats["arrow_masks"].rejects == {"negative": 2, "seven": 1}
+
+
+class ShortMask(Filter):
+    name = "short_mask"
+
+    def masks(self, batch):
+        return [("x", [True])]
+
+
+def test_a_mask_of_the_wrong_length_names_its_step():
+    with pytest.raises(ValueError, match="'short_mask' returned a mask of 1 bool values for 3 rows"):
+        StepChain([ShortMask()])(pa.table({"v": [1, 2, 3]}))
+
+
+def test_reject_labels_are_dictionaries_and_count_across_steps():
+    from fusionweave.pipelines.runner import reject_counts
+    from fusionweave.pipelines.storage.shard_sink import rejects_table
+    from fusionweave.transforms.step import LABEL, REJECT_REASON, REJECT_STEP, concat_tables, ensure_reject_columns
+
+    t = pa.table({"v": list(range(10)), "key": [str(i) for i in range(10)]})
+    _, rej, _ = StepChain([Odd(), Double(), Big()])(t)  # a transforming step between: two reject tables joined
+    assert rej.schema.field(REJECT_STEP).type == LABEL and rej.schema.field(REJECT_REASON).type == LABEL
+    # a table read back from a file written with string reject columns is given their types
+    old = ensure_reject_columns(pa.table({"v": [5], "key": ["x"], REJECT_STEP: ["odd"], REJECT_REASON: ["odd"]}))
+    assert old.schema.field(REJECT_REASON).type == LABEL and old.column("_reject_detail").to_pylist() == [None]
+    both = concat_tables([rej, old])
+    assert reject_counts(both) == {("odd", "odd"): 6, ("big", "big"): 3}
+    out = rejects_table(both, "s")
+    assert out.schema.field("reason").type == pa.string() and out.column("step").to_pylist()[-1] == "odd"
