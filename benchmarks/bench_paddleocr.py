@@ -47,7 +47,7 @@ def main() -> None:
                                 f"expert loop, {args.images} images 640x480",
                                 PerceiveConfig.model_validate({"tagger": off, "detector": off, "ovd": off, "depth": off,
                                                                "ocr": ocr, "chunk_size": args.batch}),
-                                parts, args.work, engine, args.images)
+                                parts, args.work, engine, args.images, rounds=args.rounds)
                    for name, ocr in runs.items()]
     emit(results, args)
 
