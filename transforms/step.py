@@ -266,7 +266,8 @@ class _RejectState:
         for i, name in ((0, REJECT_STEP), (1, REJECT_REASON)):
             # one entry per distinct name (grouping needs that), and each label's index into them
             names = sorted({lab[i] for lab in self.labels})
-            index = pa.array([names.index(lab[i]) for lab in self.labels], pa.int32())
+            at = {n: j for j, n in enumerate(names)}
+            index = pa.array([at[lab[i]] for lab in self.labels], pa.int32())
             rej = rej.append_column(name, pa.DictionaryArray.from_arrays(pc.take(index, codes), pa.array(names, pa.string())))
         det = pa.array(self.detail[~self.alive.to_numpy(zero_copy_only=False)], pa.string()) \
             if self.detail is not None else pa.nulls(len(codes), pa.string())
