@@ -1,6 +1,7 @@
 import math
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
@@ -86,3 +87,35 @@ def test_url_safety_in_a_chain():
     assert stats["url_safety"].rejects == {"unsupported_scheme": 2, "private_address": 1, "userinfo_in_url": 1,
                                            "missing_url": 1, "metadata_address": 1}
     assert not math.isnan(stats["url_safety"].seconds)
+
+
+def test_size_masks_match_min_max_divide():
+    # the filters use compares (w < m or h < m; w > r*h or h > r*w) for speed: the same rows as
+    # min(w, h) < m and max/min > r over zeros, negatives, NaN, nulls and the exact boundaries
+    edges = [None, float("nan"), -5.0, 0.0, 1.0, 149.0, 150.0, 151.0, 447.0, 448.0, 449.0, 1344.0, 1345.0, 5000.0]
+    pairs = [(w, h) for w in edges for h in edges]
+    t = pa.table({"width": [p[0] for p in pairs], "height": [p[1] for p in pairs]})
+    w, h = t.column("width"), t.column("height")
+    lo, hi = pc.min_element_wise(w, h, skip_nulls=False), pc.max_element_wise(w, h, skip_nulls=False)
+    want_small = pc.fill_null(pc.less(lo, 448), False).to_pylist()
+    got = MinShortEdge(448).reasons(t).to_pylist()
+    assert [r == "short_edge_too_small" for r in got] == want_small
+    for r in (1.5, 3.0):
+        want_wide = pc.fill_null(pc.greater(pc.divide(hi, lo), r), False).to_pylist()
+        got = MaxAspectRatio(r).reasons(t).to_pylist()
+        assert [x == "aspect_ratio_too_large" for x in got] == want_wide, r
+    assert sum(want_wide) > 10 and sum(want_small) > 10  # the cases are not all on one side
+
+
+def test_caption_masks_match_stripped_character_counts():
+    # empty = only whitespace (Unicode's, as utf8_trim_whitespace strips); too long counts stripped
+    # characters, not bytes: a 2-byte character counts once, surrounding spaces not at all
+    caps = ["", " ", "\u3000\t\n", "\u00a0" * 5000, None, "a", " a ", "\u200b", "é" * 4096, "é" * 4097,
+            " " + "x" * 4096 + " ", "x" * 4097, "\u2003" + "y" * 4097]
+    t = pa.table({"caption": caps})
+    n = pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(t.column("caption"), ""))).to_pylist()
+    want = ["empty_caption" if k == 0 else "caption_too_long" if k > 4096 else None for k in n]
+    assert CaptionLength(1, 4096).reasons(t).to_pylist() == want
+    assert want.count("caption_too_long") == 3 and want.count("empty_caption") == 5
+    assert CaptionLength(3, 10).reasons(t).to_pylist()[4:9] == ["empty_caption"] + ["caption_too_short"] * 3 + \
+        ["caption_too_long"]

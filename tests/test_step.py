@@ -153,3 +153,22 @@ def test_reject_labels_are_dictionaries_and_count_across_steps():
     assert reject_counts(both) == {("odd", "odd"): 6, ("big", "big"): 3}
     out = rejects_table(both, "s")
     assert out.schema.field("reason").type == pa.string() and out.column("step").to_pylist()[-1] == "odd"
+
+
+class ManyReasons(Filter):
+    """300 masks, one row each: label indices past one byte (the chain's codes widen)."""
+
+    name = "many"
+
+    def masks(self, batch):
+        v = batch.column("v").to_numpy()
+        return [(f"r{i}", v == i) for i in range(300)]
+
+
+def test_more_than_255_reasons_keep_their_names():
+    t = pa.table({"v": list(range(310))})
+    kept, rej, stats = StepChain([ManyReasons()])(t)
+    assert kept.column("v").to_pylist() == list(range(300, 310))
+    assert rej.column("_reject_reason").cast(pa.string()).to_pylist() == [f"r{i}" for i in range(300)]
+    assert set(rej.column("_reject_step").cast(pa.string()).to_pylist()) == {"many"}
+    assert stats["many"].rejects["r299"] == 1 and sum(stats["many"].rejects.values()) == 300
