@@ -55,7 +55,7 @@ def main() -> None:
     kept_ours, _, _ = chain(t)
     kept_bare, _ = bare(t)
     assert kept_ours.num_rows == kept_bare.num_rows, (kept_ours.num_rows, kept_bare.num_rows)
-    t_bare, t_ours = best_of_alternating([lambda: bare(t), lambda: chain(t)], repeat=11)  # noisy VM: more turns
+    t_bare, t_ours = best_of_alternating([lambda: bare(t), lambda: chain(t)], repeat=21)  # noisy VM: more turns
     n = t.num_rows
     sub = t.slice(0, min(n, 1_000_000))
     t_url = best_of(lambda: StepChain([UrlSafety(AddressPolicy())])(sub), repeat=1)

@@ -174,8 +174,8 @@ class StepChain:
     """Runs steps in order, moving rejected rows aside and timing each step.
 
     This is where the automatic statistics live: every step gets rows in/out, rejects by
-    reason and seconds without writing a line of bookkeeping itself. Filters share one numpy
-    "alive" mask and the batch is compacted only before a transforming step and at the end,
+    reason and seconds without writing a line of bookkeeping itself. Filters share one Arrow
+    "alive" bitmap and the batch is compacted only before a transforming step and at the end,
     so a chain of vectorised filters costs little more than the bare predicates.
     """
 
@@ -279,12 +279,14 @@ class _RejectState:
 
     def _codes(self, rows: pa.BooleanArray) -> pa.Array:
         """The label index of each of `rows`, from the bit planes. numpy unpacks a bitmap into bytes
-        in one pass; Arrow's filter of a bitmap is 100x slower than of bytes, so bytes are filtered."""
-        codes = np.zeros(len(self.alive), np.uint8 if len(self.planes) <= 8 else np.uint32)
+        in one pass; Arrow filters bytes 2.5x faster than a bitmap, so the bytes are filtered."""
+        codes = np.zeros(len(self.alive), np.uint8)  # no plane: nothing was refused
         for j, plane in enumerate(self.planes):
             bits = np.unpackbits(np.frombuffer(plane.buffers()[1], np.uint8), count=plane.offset + len(plane),
-                                 bitorder="little")[plane.offset:].astype(codes.dtype, copy=False)
-            np.bitwise_or(codes, np.left_shift(bits, j, out=bits), out=codes)
+                                 bitorder="little")[plane.offset:]
+            if len(self.planes) > 8:  # past 255 labels
+                bits = bits.astype(np.uint32)
+            codes = bits if j == 0 else np.bitwise_or(codes, np.left_shift(bits, j, out=bits), out=codes)
         return pc.filter(pa.array(codes), rows)
 
 
