@@ -245,10 +245,11 @@ class _RejectState:
             # cast, multiplied and added, cost 7 ms per mask on 5M rows; this costs 0.2).
             label = len(self.labels)
             self.labels.append((step, reason))
-            while len(self.planes) < label.bit_length():
-                self.planes.append(pa.repeat(pa.scalar(False), len(self.alive)))
-            for j in range(label.bit_length()):
-                if label >> j & 1:
+            top = label.bit_length() - 1  # labels count up by one, so a new plane is this label's top bit
+            if top == len(self.planes):
+                self.planes.append(new)
+            for j in range(top + 1):
+                if label >> j & 1 and self.planes[j] is not new:
                     self.planes[j] = pc.or_(self.planes[j], new)
             self.alive = pc.and_not(self.alive, new)
             self.alive_n -= n
