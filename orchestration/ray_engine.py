@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fusionweave.experts.base import ChainItem, ModelStep, seconds_column
+from fusionweave.orchestration.arrow_pool import set_for_local_workers
 from fusionweave.pipelines.engine import Batch
 from fusionweave.pipelines.storage import store
 from fusionweave.pipelines.storage.filesystems import ENV as STORAGE_ENV
@@ -89,6 +90,7 @@ class RayEngine:
             kwargs["address"] = "local"
             kwargs["num_cpus"] = self.num_cpus or os.cpu_count() or 2
             kwargs["object_store_memory"] = self.object_store_memory or 1 << 30
+            set_for_local_workers()
         with minimal_local_processes(embedded=not self.address):
             ray.init(**kwargs)
         self._owns_session = True
