@@ -98,6 +98,31 @@ class Residue(Filter):
         return [f"r{v}" if v % 600 else None for v in batch.column("v").to_pylist()]
 
 
+class Reasons(Filter):
+    """One reason per row, named from `prefix`."""
+
+    def __init__(self, name: str, prefix: str):
+        self.name, self.prefix = name, prefix
+
+    def masks(self, batch):
+        v = batch.column("v").to_numpy()
+        return [(f"{self.prefix}{i}", v == i) for i in range(len(v))]
+
+
+def test_joined_rejects_count_past_one_byte_of_names():
+    """Two chains' rejects fit int8 indices each, not together: joining them must still count."""
+    from fusionweave.pipelines.runner import reject_counts
+    from fusionweave.transforms.step import concat_tables
+
+    t = pa.table({"v": list(range(100))})
+    parts = [StepChain([Reasons("s", p)])(t)[1] for p in ("a", "b")]
+    assert all(p.schema.field("_reject_reason").type.index_type == pa.int8() for p in parts)
+    both = concat_tables(parts)
+    counts = reject_counts(both)
+    assert len(counts) == 200 and set(counts.values()) == {1} and counts[("s", "b99")] == 1
+    assert both.sort_by("v").column("_reject_reason").cast(pa.string()).to_pylist()[:2] == ["a0", "b0"]
+
+
 def test_more_than_255_reasons_keep_their_names():
     t = pa.table({"v": list(range(1200))})
     kept, rej, stats = StepChain([Residue()])(t)
@@ -141,14 +166,17 @@ def test_a_mask_of_the_wrong_length_names_its_step():
 def test_reject_labels_are_dictionaries_and_count_across_steps():
     from fusionweave.pipelines.runner import reject_counts
     from fusionweave.pipelines.storage.shard_sink import rejects_table
-    from fusionweave.transforms.step import LABEL, REJECT_REASON, REJECT_STEP, concat_tables, ensure_reject_columns
+    from fusionweave.transforms.step import (LABEL, REJECT_REASON, REJECT_STEP, concat_tables, ensure_reject_columns,
+                                             is_label)
 
     t = pa.table({"v": list(range(10)), "key": [str(i) for i in range(10)]})
+    _, one, _ = StepChain([Odd(), Big()])(t)  # one split: a byte per label index
+    assert one.schema.field(REJECT_STEP).type == LABEL and one.schema.field(REJECT_REASON).type == LABEL
     _, rej, _ = StepChain([Odd(), Double(), Big()])(t)  # a transforming step between: two reject tables joined
-    assert rej.schema.field(REJECT_STEP).type == LABEL and rej.schema.field(REJECT_REASON).type == LABEL
+    assert is_label(rej.schema.field(REJECT_STEP).type) and is_label(rej.schema.field(REJECT_REASON).type)
     # a table read back from a file written with string reject columns is given their types
     old = ensure_reject_columns(pa.table({"v": [5], "key": ["x"], REJECT_STEP: ["odd"], REJECT_REASON: ["odd"]}))
-    assert old.schema.field(REJECT_REASON).type == LABEL and old.column("_reject_detail").to_pylist() == [None]
+    assert is_label(old.schema.field(REJECT_REASON).type) and old.column("_reject_detail").to_pylist() == [None]
     both = concat_tables([rej, old])
     assert reject_counts(both) == {("odd", "odd"): 6, ("big", "big"): 3}
     out = rejects_table(both, "s")
@@ -163,6 +191,31 @@ class ManyReasons(Filter):
     def masks(self, batch):
         v = batch.column("v").to_numpy()
         return [(f"r{i}", v == i) for i in range(300)]
+
+
+class Reasons(Filter):
+    """One reason per row, named from `prefix`."""
+
+    def __init__(self, name: str, prefix: str):
+        self.name, self.prefix = name, prefix
+
+    def masks(self, batch):
+        v = batch.column("v").to_numpy()
+        return [(f"{self.prefix}{i}", v == i) for i in range(len(v))]
+
+
+def test_joined_rejects_count_past_one_byte_of_names():
+    """Two chains' rejects fit int8 indices each, not together: joining them must still count."""
+    from fusionweave.pipelines.runner import reject_counts
+    from fusionweave.transforms.step import concat_tables
+
+    t = pa.table({"v": list(range(100))})
+    parts = [StepChain([Reasons("s", p)])(t)[1] for p in ("a", "b")]
+    assert all(p.schema.field("_reject_reason").type.index_type == pa.int8() for p in parts)
+    both = concat_tables(parts)
+    counts = reject_counts(both)
+    assert len(counts) == 200 and set(counts.values()) == {1} and counts[("s", "b99")] == 1
+    assert both.sort_by("v").column("_reject_reason").cast(pa.string()).to_pylist()[:2] == ["a0", "b0"]
 
 
 def test_more_than_255_reasons_keep_their_names():

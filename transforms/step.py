@@ -22,7 +22,11 @@ REJECT_COLUMNS = (REJECT_STEP, REJECT_REASON, REJECT_DETAIL)
 # step and reason hold a few distinct names over millions of rows: dictionary-encoded, the chain
 # names its rejected rows with an index gather (a string gather cost it 15% of a 5M-row filter).
 # Writers cast them to strings (`shard_sink.rejects_table`), so the files on disk are unchanged.
-LABEL = pa.dictionary(pa.int32(), pa.string())
+# Indices are as narrow as the names allow: 4M rejected rows take a 4 MB int8 view of the chain's codes,
+# where int32 indices were two fresh 16 MB gathers per split (their page faults alone cost a 5M-row
+# filter up to 25%). Any dictionary of strings is a label; a string column is encoded with int32.
+LABEL = pa.dictionary(pa.int8(), pa.string())
+WIDE_LABEL = pa.dictionary(pa.int32(), pa.string())
 REJECT_TYPES = {REJECT_STEP: LABEL, REJECT_REASON: LABEL, REJECT_DETAIL: pa.string()}
 Mask = np.ndarray | pa.Array | pa.ChunkedArray  # booleans, one per row; a null does not hold
 
@@ -148,18 +152,25 @@ def ensure_reject_columns(batch: pa.Table) -> pa.Table:
     for name in REJECT_COLUMNS:
         if name not in batch.column_names:
             batch = batch.append_column(name, pa.nulls(batch.num_rows, REJECT_TYPES[name]))
-        elif batch.schema.field(name).type != REJECT_TYPES[name]:  # e.g. read back from a file written as strings
+        elif not _is_typed(name, batch.schema.field(name).type):  # e.g. read back from a file written as strings
             batch = batch.set_column(batch.schema.get_field_index(name), name, _typed(name, batch.column(name)))
     return batch
 
 
+def is_label(t: pa.DataType) -> bool:
+    return pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)
+
+
+def _is_typed(name: str, t: pa.DataType) -> bool:
+    return is_label(t) if name != REJECT_DETAIL else t == REJECT_TYPES[name]
+
+
 def _typed(name: str, col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    want = REJECT_TYPES[name]
-    if col.type == want:
+    if _is_typed(name, col.type):
         return col
-    if pa.types.is_dictionary(want):
+    if name != REJECT_DETAIL:
         return pc.dictionary_encode(col.cast(pa.string()))
-    return col.cast(want)
+    return col.cast(REJECT_TYPES[name])
 
 
 def split_rejects(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -265,22 +276,33 @@ class _RejectState:
             return self.batch, ensure_reject_columns(self.batch.slice(0, 0))
         dead = pc.invert(self.alive)
         kept = self.batch.filter(self.alive)
-        rej = self.batch.filter(dead)
-        codes = self._codes(dead)
+        # The codes ride in the rejected rows' filter: a table filter turns its mask into row indices
+        # once for all its columns, where a filter of the codes on their own scanned the mask again.
+        rej = self.batch.append_column(_CODES, self._codes()).filter(dead)
+        codes = rej.column(_CODES)
+        rej = rej.drop_columns([_CODES])
+        width = _index_type(len(self.labels))
+        same = pa.chunked_array([c.view(width) for c in codes.chunks], width) if width == pa.int8() \
+            else codes.cast(width)  # bytes below 128 are the same int8s: a view, not a copy
         for i, name in ((0, REJECT_STEP), (1, REJECT_REASON)):
-            # one entry per distinct name (grouping needs that), and each label's index into them
-            names = sorted({lab[i] for lab in self.labels})
-            at = {n: j for j, n in enumerate(names)}
-            index = pa.array([at[lab[i]] for lab in self.labels], pa.int32())
-            labels = pa.DictionaryArray.from_arrays(pc.take(index, codes), pa.array(names, pa.string()), safe=False)
-            rej = rej.append_column(name, labels)  # safe=False: every index was built in range just above
+            names = [lab[i] for lab in self.labels]
+            if len(set(names)) == len(names):  # each label its own name: the codes index them as they are
+                index = same
+            else:  # one entry per distinct name (grouping needs that), and each label's index into them
+                distinct = sorted(set(names))
+                at = {n: j for j, n in enumerate(distinct)}
+                index, names = pc.take(pa.array([at[n] for n in names], width), codes), distinct
+            values = pa.array(names, pa.string())
+            rej = rej.append_column(name, pa.chunked_array(  # safe=False: every index was built in range above
+                [pa.DictionaryArray.from_arrays(c, values, safe=False) for c in index.chunks],
+                pa.dictionary(width, pa.string())))
         det = pa.array(self.detail[~self.alive.to_numpy(zero_copy_only=False)], pa.string()) \
-            if self.detail is not None else pa.nulls(len(codes), pa.string())
+            if self.detail is not None else pa.nulls(rej.num_rows, pa.string())
         return kept, rej.append_column(REJECT_DETAIL, det)
 
-    def _codes(self, rows: pa.BooleanArray) -> pa.Array:
-        """The label index of each of `rows`, from the bit planes. numpy unpacks a bitmap into bytes
-        in one pass; Arrow filters bytes 2.5x faster than a bitmap, so the bytes are filtered."""
+    def _codes(self) -> pa.Array:
+        """Each row's label index (0: alive), from the bit planes. numpy unpacks a bitmap into bytes
+        in one pass, where Arrow filters bytes 2.5x faster than a bitmap."""
         codes = np.zeros(len(self.alive), np.uint8)  # no plane: nothing was refused
         for j, plane in enumerate(self.planes):
             bits = np.unpackbits(np.frombuffer(plane.buffers()[1], np.uint8), count=plane.offset + len(plane),
@@ -288,7 +310,15 @@ class _RejectState:
             if len(self.planes) > 8:  # past 255 labels
                 bits = bits.astype(np.uint32)
             codes = bits if j == 0 else np.bitwise_or(codes, np.left_shift(bits, j, out=bits), out=codes)
-        return pc.filter(pa.array(codes), rows)
+        return pa.array(codes)
+
+
+_CODES = "__fusionweave_label_codes"
+
+
+def _index_type(names: int) -> pa.DataType:
+    """The narrowest dictionary index type for `names` entries."""
+    return next(t for t in (pa.int8(), pa.int16(), pa.int32()) if names <= 1 << (t.bit_width - 1))
 
 
 def _bitmap(mask: Mask, n: int, step: str) -> pa.BooleanArray:
@@ -303,5 +333,17 @@ def _bitmap(mask: Mask, n: int, step: str) -> pa.BooleanArray:
 
 
 def concat_tables(tables: list[pa.Table]) -> pa.Table:
+    """Reject tables joined. Each table's names fit its own narrow label indices, their union may not
+    (unifying the dictionaries would then fail), so labels are widened where two tables hold some."""
+    labelled = [t for t in tables if REJECT_REASON in t.column_names and t.column(REJECT_REASON).null_count < len(t)]
+    if len(labelled) > 1:
+        tables = [_wide_labels(t) for t in tables]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _wide_labels(t: pa.Table) -> pa.Table:
+    for name in (REJECT_STEP, REJECT_REASON):
+        if name in t.column_names and t.schema.field(name).type != WIDE_LABEL:
+            t = t.set_column(t.schema.get_field_index(name), name, _typed(name, t.column(name)).cast(WIDE_LABEL))
+    return t
 

@@ -27,7 +27,7 @@ from fusionweave.transforms.keys import key_for, keys_for
 from fusionweave.transforms.laion_columns import MissingColumnsError, normalise
 from fusionweave.transforms.metadata_filters import (METADATA_FILTERS, CaptionLength, MaxAspectRatio, MinShortEdge,
                                                      ScoreThreshold, UrlSafety)
-from fusionweave.transforms.step import Step, StepChain, StepStats, ensure_reject_columns, merge_stats
+from fusionweave.transforms.step import Step, StepChain, StepStats, concat_tables, ensure_reject_columns, merge_stats
 from fusionweave.transforms.url_safety import normalise_urls
 
 STAGE = "metadata"
@@ -141,7 +141,7 @@ def filter_part(cfg: CurateConfig, chain: StepChain, folder: StageFolder, part: 
     t = _with_identity(t, part)
     kept, rejected, stats = chain(t)
     # keep every row in the work file: reject marks travel with it
-    everything = pa.concat_tables([ensure_reject_columns(kept), rejected], promote_options="permissive")
+    everything = concat_tables([ensure_reject_columns(kept), rejected])
     write_scratch_parquet(folder.work / "filtered" / f"part-{part['part']}.parquet", everything.sort_by("ord"))
     # the URL dedup pass only looks at rows that survived the filters
     urls = kept.select(["ord", "key"]) \
