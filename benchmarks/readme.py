@@ -12,7 +12,7 @@ and reports the ratio. One command runs them all and records `results.json`; thi
 generated from it (`python -m benchmarks --readme-only`) plus the notes in `NOTES.md`:
 
 ```bash
-python -m benchmarks                 # full size, with the real-size model runs (about 80-95 minutes on 2 cores): benchmarks/results.json
+python -m benchmarks                 # full size, with the real-size model runs (about 70-85 minutes on 2 cores): benchmarks/results.json
 python -m benchmarks --size ci       # every benchmark at a tiny size: checks they run (CI does this)
 python -m benchmarks --only perceive caption --readme
 python benchmarks/bench_perceive.py --images 480   # one benchmark, its own options

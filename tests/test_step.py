@@ -98,32 +98,7 @@ class Residue(Filter):
         return [f"r{v}" if v % 600 else None for v in batch.column("v").to_pylist()]
 
 
-class Reasons(Filter):
-    """One reason per row, named from `prefix`."""
-
-    def __init__(self, name: str, prefix: str):
-        self.name, self.prefix = name, prefix
-
-    def masks(self, batch):
-        v = batch.column("v").to_numpy()
-        return [(f"{self.prefix}{i}", v == i) for i in range(len(v))]
-
-
-def test_joined_rejects_count_past_one_byte_of_names():
-    """Two chains' rejects fit int8 indices each, not together: joining them must still count."""
-    from fusionweave.pipelines.runner import reject_counts
-    from fusionweave.transforms.step import concat_tables
-
-    t = pa.table({"v": list(range(100))})
-    parts = [StepChain([Reasons("s", p)])(t)[1] for p in ("a", "b")]
-    assert all(p.schema.field("_reject_reason").type.index_type == pa.int8() for p in parts)
-    both = concat_tables(parts)
-    counts = reject_counts(both)
-    assert len(counts) == 200 and set(counts.values()) == {1} and counts[("s", "b99")] == 1
-    assert both.sort_by("v").column("_reject_reason").cast(pa.string()).to_pylist()[:2] == ["a0", "b0"]
-
-
-def test_more_than_255_reasons_keep_their_names():
+def test_more_than_255_string_reasons_keep_their_names():
     t = pa.table({"v": list(range(1200))})
     kept, rej, stats = StepChain([Residue()])(t)
     assert kept.column("v").to_pylist() == [0, 600]
